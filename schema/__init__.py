@@ -1,0 +1,61 @@
+"""The GraphQL schema: one Strawberry ``Schema`` built from hand-declared types."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import (
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
+from strawberry.extensions.base_extension import SchemaExtension
+from strawberry.schema.config import StrawberryConfig
+from strawberry.types import ExecutionContext
+
+from schema.api_keys import ApiKey
+from schema.contacts import Contact
+from schema.errors import ErrorCodes, MaskInternalErrors
+from schema.root import Mutation, Query
+from schema.tenancy import Tenant
+
+
+class BrandvxSchema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        # MaskInternalErrors logs internal errors with their id; client errors are not log-worthy and
+        # may echo user input (PII), so nothing more is logged here.
+        return None
+
+
+def build_schema(
+    *, max_depth: int = 10, max_aliases: int = 15, max_tokens: int = 2000, introspection: bool = True
+) -> strawberry.Schema:
+    extensions: list[Any] = [
+        lambda: QueryDepthLimiter(max_depth=max_depth),
+        lambda: MaxAliasesLimiter(max_alias_count=max_aliases),
+        lambda: MaxTokensLimiter(max_token_count=max_tokens),
+        lambda: ParserCache(maxsize=512),
+        lambda: ValidationCache(maxsize=512),
+        MaskInternalErrors,
+        ErrorCodes,
+    ]
+    if not introspection:
+        from strawberry.extensions import DisableIntrospection
+
+        extensions.append(DisableIntrospection)
+    return BrandvxSchema(
+        query=Query,
+        mutation=Mutation,
+        types=[Tenant, Contact, ApiKey],
+        extensions=extensions,
+        config=StrawberryConfig(disable_field_suggestions=not introspection),
+    )
+
+
+__all__ = ["SchemaExtension", "build_schema"]

@@ -1,0 +1,79 @@
+"""ASGI application factory: ``uvicorn --factory brandvx.app:create_app``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route, WebSocketRoute
+
+from brandvx.explorer import explorer_static_mount
+from brandvx.graphql_view import GraphQLView
+from brandvx.ops import MetricsMiddleware, health, metrics, ready
+from brandvx.runtime import Runtime, build_runtime
+from brandvx.settings import Settings
+from brandvx.telemetry import configure_logging, configure_sentry
+from jobs.worker import build_worker
+from schema import build_schema
+
+log = logging.getLogger("brandvx.app")
+
+
+async def _root(_: object) -> Response:
+    return RedirectResponse("/graphql")
+
+
+def create_app(settings: Settings | None = None, *, inline_worker: bool | None = None) -> Starlette:
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+    configure_sentry(settings)
+    schema = build_schema(
+        max_depth=settings.max_query_depth,
+        max_aliases=settings.max_aliases,
+        max_tokens=settings.max_query_tokens,
+        introspection=settings.introspection,
+    )
+    graphql = GraphQLView(
+        schema, max_body_bytes=settings.max_body_bytes, allowed_origins=settings.allowed_origins
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        runtime: Runtime = await asyncio.to_thread(build_runtime, settings)
+        app.state.runtime = runtime
+        run_worker = next(
+            (v for v in (inline_worker, settings.inline_worker) if v is not None),
+            runtime.embedded is not None,
+        )
+        if run_worker:
+            worker = build_worker(
+                redis_url=runtime.settings.redis_url or "",
+                queue_name=settings.arq_queue,
+                key_prefix=settings.key_prefix,
+                handle_signals=False,
+            )
+            runtime.background.append(asyncio.create_task(worker.async_run(), name="arq-worker"))
+        try:
+            yield
+        finally:
+            await runtime.aclose()
+
+    return Starlette(
+        routes=[
+            Route("/", _root),
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
+            explorer_static_mount(),
+            Route("/health", health),
+            Route("/ready", ready),
+            Route("/metrics", metrics),
+        ],
+        middleware=[Middleware(MetricsMiddleware)],
+        lifespan=lifespan,
+        max_body_size=settings.max_body_bytes,
+    )

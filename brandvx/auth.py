@@ -1,0 +1,110 @@
+"""Turn request credentials into an ``Actor``: a JWT user or a partner API key, in one tenant."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from domain.api_keys import hash_token, looks_like_api_key
+from domain.model import Actor, ApiScope, Role
+from integrations.auth_jwt import JwtVerifier, TokenError
+from persistence.db import Database
+
+log = logging.getLogger("brandvx.auth")
+
+
+@dataclass(frozen=True)
+class AuthFailure(Exception):
+    status: int
+    code: str
+    message: str
+
+
+def unauthenticated(message: str) -> AuthFailure:
+    return AuthFailure(401, "UNAUTHENTICATED", message)
+
+
+def forbidden(message: str) -> AuthFailure:
+    return AuthFailure(403, "FORBIDDEN", message)
+
+
+def parse_tenant_header(value: str | None) -> uuid.UUID | None:
+    """``X-Tenant-Id`` takes the tenant's UUID or its global ID (as the API shows it)."""
+    if value is None or not value.strip():
+        return None
+    raw = value.strip()
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        pass
+    try:
+        decoded = base64.urlsafe_b64decode((raw + "=" * (-len(raw) % 4)).encode()).decode()
+        type_name, _, ident = decoded.partition(":")
+        if type_name == "Tenant":
+            return uuid.UUID(ident)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        pass
+    raise AuthFailure(400, "BAD_USER_INPUT", "X-Tenant-Id must be a tenant ID")
+
+
+def bearer_token(headers: Mapping[str, str]) -> str:
+    value = headers.get("authorization") or headers.get("Authorization")
+    if not value:
+        raise unauthenticated("Missing Authorization header: send `Authorization: Bearer <token>`")
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise unauthenticated("Authorization must be `Bearer <token>`")
+    return token.strip()
+
+
+class Authenticator:
+    def __init__(self, db: Database, verifier: JwtVerifier | None) -> None:
+        self._db = db
+        self._verifier = verifier
+
+    async def authenticate(self, headers: Mapping[str, str]) -> Actor:
+        token = bearer_token(headers)
+        tenant_id = parse_tenant_header(headers.get("x-tenant-id") or headers.get("X-Tenant-Id"))
+        if looks_like_api_key(token):
+            return await self._api_key_actor(token, tenant_id)
+        return await self._user_actor(token, tenant_id)
+
+    async def _api_key_actor(self, token: str, tenant_id: uuid.UUID | None) -> Actor:
+        token_hash = hash_token(token)
+        async with self._db.transaction(api_key_hash=token_hash) as uow:
+            key = await uow.api_keys.authenticate(token_hash)
+        if key is None:
+            raise unauthenticated("Invalid or revoked API key")
+        if tenant_id is not None and tenant_id != key.tenant_id:
+            raise forbidden("This API key belongs to another tenant")
+        # A key acts as staff of its tenant, limited further by its scopes.
+        return Actor(
+            user_id=f"apikey:{key.id}",
+            tenant_id=key.tenant_id,
+            role=Role.STAFF,
+            api_key_id=key.id,
+            scopes=frozenset(ApiScope(s) for s in key.scopes),
+        )
+
+    async def _user_actor(self, token: str, tenant_id: uuid.UUID | None) -> Actor:
+        if self._verifier is None:
+            raise unauthenticated("Sign-in is not configured: set BRANDVX_JWT_SECRET or BRANDVX_JWKS_URL")
+        try:
+            verified = await self._verifier.verify(token)
+        except TokenError as exc:
+            if exc.reason == "authentication unavailable":
+                raise AuthFailure(503, "UNAUTHENTICATED", "Sign-in keys are unavailable; try again") from None
+            raise unauthenticated(f"Invalid token: {exc.reason}") from None
+        user_id = verified.user_id
+        async with self._db.transaction(tenant_id=tenant_id, user_id=user_id) as uow:
+            is_ops = await uow.tenants.is_ops(user_id)
+            role = await uow.tenants.role_of(tenant_id, user_id) if tenant_id else None
+        if tenant_id is not None and role is None:
+            if not is_ops:
+                raise forbidden("You are not a member of this tenant")
+            role = Role.OPS
+        return Actor(user_id=user_id, email=verified.email, tenant_id=tenant_id, role=role, is_ops=is_ops)

@@ -1,0 +1,246 @@
+"""The ``brandvx`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import uuid
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from brandvx.settings import Settings
+
+cli = typer.Typer(help="BrandVX API: serve, run workers, migrate, mint dev tokens.", no_args_is_help=True)
+
+DEMO_USER_ID = "00000000-0000-4000-8000-00000000d3e0"
+DEMO_EMAIL = "demo@brandvx.local"
+
+
+class TokenRole(StrEnum):
+    OWNER_ADMIN = "OWNER_ADMIN"
+    STAFF = "STAFF"
+    SUPPORT = "SUPPORT"
+    OPS = "OPS"
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValueError as exc:
+        typer.echo(f"configuration error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+async def _migrate(settings: Settings) -> None:
+    from persistence.migrate import upgrade
+
+    assert settings.database_url
+    await upgrade(
+        settings.database_url,
+        runtime_role=settings.runtime_db_role,
+        runtime_password=settings.runtime_db_password,
+    )
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    demo: Annotated[
+        bool, typer.Option(help="Create a demo tenant and print a ready-to-paste token.")
+    ] = False,
+    workers: Annotated[int, typer.Option(min=1, help="API processes (uvicorn workers).")] = 1,
+    worker: Annotated[
+        bool | None, typer.Option("--worker/--no-worker", help="Run an ARQ worker in the API process.")
+    ] = None,
+    migrate: Annotated[bool, typer.Option("--migrate/--no-migrate", help="Apply migrations first.")] = True,
+) -> None:
+    """Start the API (with embedded PostgreSQL and Redis unless DATABASE_URL and REDIS_URL are set)."""
+    import uvicorn
+
+    from brandvx.app import create_app
+    from brandvx.runtime import resolve_servers
+
+    settings, embedded = resolve_servers(_settings())
+    if migrate:
+        asyncio.run(_migrate(settings))
+    inline = (
+        worker
+        if worker is not None
+        else (settings.inline_worker if settings.inline_worker is not None else embedded is not None)
+    )
+    if demo:
+        _print_demo(settings, host, port)
+    try:
+        if workers == 1:
+            uvicorn.run(create_app(settings, inline_worker=inline), host=host, port=port, log_level="info")
+        else:
+            # Child processes build their own app from the environment; hand them what we resolved.
+            for name, value in {
+                "DATABASE_URL": settings.database_url,
+                "REDIS_URL": settings.redis_url,
+                "BRANDVX_JWT_SECRET": settings.jwt_secret,
+                "BRANDVX_ENCRYPTION_KEYS": settings.encryption_keys,
+                "BRANDVX_BLIND_INDEX_KEY": settings.blind_index_key,
+                "BRANDVX_INLINE_WORKER": "1" if inline else "0",
+            }.items():
+                if value:
+                    os.environ[name] = value
+            uvicorn.run("brandvx.app:create_app", factory=True, host=host, port=port, workers=workers)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def _print_demo(settings: Settings, host: str, port: int) -> None:
+    from integrations.auth_jwt import mint_token
+
+    tenant_id = asyncio.run(_ensure_demo_tenant(settings))
+    assert settings.jwt_secret, "dev secrets provide a JWT secret outside production"
+    token = mint_token(settings.jwt_secret, user_id=DEMO_USER_ID, email=DEMO_EMAIL, ttl_seconds=7 * 24 * 3600)
+    headers = {"Authorization": f"Bearer {token}", "X-Tenant-Id": str(tenant_id)}
+    typer.echo("\nDemo tenant ready. Paste these headers into the explorer's Headers tab:\n")
+    typer.echo(json.dumps(headers, indent=2))
+    typer.echo(f"\nExplorer: http://{host}:{port}/graphql")
+    typer.echo(
+        f"curl: curl -s http://{host}:{port}/graphql -H 'Content-Type: application/json' "
+        f"-H 'Authorization: Bearer {token}' -H 'X-Tenant-Id: {tenant_id}' "
+        """-d '{"query":"{ viewer { userId role tenant { name } } }"}'\n"""
+    )
+
+
+async def _ensure_demo_tenant(settings: Settings) -> uuid.UUID:
+    from brandvx.runtime import build_runtime
+    from domain import tenancy
+    from domain.model import Actor
+
+    runtime = build_runtime(settings)
+    try:
+        async with runtime.db.transaction(user_id=DEMO_USER_ID) as uow:
+            existing = await uow.tenants.ids_for_user(DEMO_USER_ID)
+            if existing:
+                return existing[0]
+            tenant = await tenancy.create_tenant(
+                uow,
+                Actor(user_id=DEMO_USER_ID, email=DEMO_EMAIL),
+                name="Demo Salon",
+                timezone="America/New_York",
+            )
+            return tenant.id
+    finally:
+        await runtime.aclose()
+
+
+@cli.command("worker")
+def run_worker() -> None:
+    """Run an ARQ worker alone (needs REDIS_URL and DATABASE_URL of the servers the API uses)."""
+    from jobs.worker import build_worker
+
+    settings = _settings()
+    if not settings.redis_url or not settings.database_url:
+        typer.echo(
+            "brandvx worker needs REDIS_URL and DATABASE_URL (`brandvx serve` runs its own worker)", err=True
+        )
+        raise typer.Exit(2)
+    from brandvx.telemetry import configure_logging
+
+    configure_logging(settings.log_level)
+    worker = build_worker(
+        redis_url=settings.redis_url, queue_name=settings.arq_queue, key_prefix=settings.key_prefix
+    )
+    worker.run()
+
+
+@cli.command()
+def migrate() -> None:
+    """Apply database migrations (as the owner in DATABASE_URL; creates the runtime role)."""
+    from brandvx.runtime import resolve_servers
+
+    settings, embedded = resolve_servers(_settings())
+    try:
+        asyncio.run(_migrate(settings))
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    typer.echo("migrations applied")
+
+
+@cli.command()
+def token(
+    tenant: Annotated[str | None, typer.Option(help="Tenant ID to grant --role in.")] = None,
+    user: Annotated[str, typer.Option(help="User ID (the token's sub).")] = DEMO_USER_ID,
+    role: Annotated[
+        TokenRole | None, typer.Option(help="Also grant this role (membership; OPS is platform-wide).")
+    ] = None,
+    email: Annotated[str | None, typer.Option(help="Email claim.")] = None,
+    ttl: Annotated[int, typer.Option(help="Lifetime in seconds.")] = 3600,
+) -> None:
+    """Mint a development token signed with BRANDVX_JWT_SECRET (refuses without one)."""
+    from integrations.auth_jwt import mint_token
+
+    settings = _settings()
+    if settings.env.value == "production":
+        typer.echo("refusing to mint tokens in production", err=True)
+        raise typer.Exit(2)
+    secret = settings.jwt_secret
+    if not secret and (settings.data_dir / "dev-secrets.json").exists():
+        from brandvx.dev_secrets import with_dev_secrets
+
+        secret = with_dev_secrets(settings).jwt_secret
+    if not secret:
+        typer.echo(
+            "no signing secret: set BRANDVX_JWT_SECRET (or run `brandvx serve` once to create dev secrets)",
+            err=True,
+        )
+        raise typer.Exit(2)
+    if role is not None:
+        if role is not TokenRole.OPS and tenant is None:
+            typer.echo("--role needs --tenant", err=True)
+            raise typer.Exit(2)
+        asyncio.run(_grant(settings, tenant, user, role))
+    typer.echo(mint_token(secret, user_id=user, email=email, ttl_seconds=ttl))
+
+
+async def _grant(settings: Settings, tenant: str | None, user: str, role: TokenRole) -> None:
+    from sqlalchemy import text
+
+    from brandvx.runtime import resolve_servers
+    from domain.model import Role
+    from persistence.db import Database
+    from persistence.urls import to_asyncpg
+
+    settings, embedded = resolve_servers(settings)
+    assert settings.database_url
+    owner = Database(to_asyncpg(settings.database_url), pool_size=1)
+    try:
+        if role is TokenRole.OPS:
+            async with owner.transaction() as uow:
+                await uow.connection.execute(
+                    text(
+                        "INSERT INTO platform_roles (user_id, role) VALUES (:u, 'OPS') ON CONFLICT DO NOTHING"
+                    ),
+                    {"u": user},
+                )
+        else:
+            tenant_id = uuid.UUID(tenant or "")
+            async with owner.transaction(tenant_id=tenant_id) as uow:
+                await uow.tenants.grant(tenant_id, user, Role(role.value))
+    finally:
+        await owner.dispose()
+        if embedded is not None:
+            embedded.stop()
+
+
+@cli.command("export-schema")
+def export_schema() -> None:
+    """Print the GraphQL schema (SDL). The repository keeps it in schema.graphql."""
+    from schema import build_schema
+
+    typer.echo(build_schema().as_str())
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,107 @@
+"""Strawberry's ASGI view, with our auth, JSON errors for HTTP failures, and the offline explorer."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+import orjson
+import strawberry
+from cross_web import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types.unset import UnsetType
+
+from brandvx.auth import AuthFailure
+from brandvx.explorer import render_explorer_html
+from brandvx.runtime import Runtime
+from resolvers.context import Context
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    body = {"data": None, "errors": [{"message": message, "extensions": {"code": code}}]}
+    headers = {"WWW-Authenticate": 'Bearer realm="brandvx"'} if status == 401 else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _orjson_default(value: Any) -> Any:
+    return str(value)
+
+
+class GraphQLView(GraphQL[Context, None]):
+    def __init__(
+        self,
+        schema: strawberry.Schema,
+        *,
+        max_body_bytes: int,
+        allowed_origins: list[str],
+    ) -> None:
+        super().__init__(
+            schema,
+            graphql_ide="graphiql",
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),  # the legacy protocol is not served
+            connection_init_wait_timeout=timedelta(seconds=10),
+            max_subscriptions_per_connection=20,
+            allowed_origins=allowed_origins,
+        )
+        self._max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        response: Response
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > self._max_body_bytes):
+            response = error_response(
+                413, "BAD_USER_INPUT", f"Request body is larger than {self._max_body_bytes} bytes"
+            )
+        else:
+            try:
+                response = await self.run(request)
+            except AuthFailure as failure:
+                response = error_response(failure.status, failure.code, failure.message)
+            except HTTPException as exc:
+                response = error_response(exc.status_code, "BAD_USER_INPUT", exc.reason)
+        await response(scope, receive, send)
+
+    async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
+        runtime: Runtime = request.app.state.runtime
+        context = Context(services=runtime.app_services, request=request, response=response)
+        if isinstance(request, WebSocket):
+            return context  # authenticated by on_ws_connect, from connection_init
+        if request.method == "GET" and "query" not in request.query_params:
+            return context  # the explorer page, or a 400 for a GET without a query
+        context.actor = await runtime.authenticator.authenticate(request.headers)
+        return context
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        params: Mapping[str, Any] = context.connection_params or {}
+        # Browsers cannot set WebSocket headers: credentials come in connection_init's payload
+        # (GraphiQL copies its Headers tab there); a handshake header works for other clients.
+        handshake = context.request.headers
+        headers = {
+            "authorization": str(params.get("Authorization") or params.get("authorization") or "")
+            or handshake.get("authorization", ""),
+            "x-tenant-id": str(params.get("X-Tenant-Id") or params.get("x-tenant-id") or "")
+            or handshake.get("x-tenant-id", ""),
+        }
+        try:
+            runtime: Runtime = context.request.app.state.runtime
+            context.actor = await runtime.authenticator.authenticate(headers)
+        except AuthFailure as failure:
+            raise ConnectionRejectionError({"code": failure.code, "message": failure.message}) from None
+        return None
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        return HTMLResponse(render_explorer_html())
+
+    def encode_json(self, data: object) -> bytes:
+        return orjson.dumps(data, default=_orjson_default)

@@ -1,0 +1,89 @@
+"""The one place configuration is read from the environment."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    """Every variable is documented in README.md ("Configuration")."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True)
+
+    env: Environment = Field(Environment.DEVELOPMENT, alias="BRANDVX_ENV")
+    data_dir: Path = Field(Path(".brandvx"), alias="BRANDVX_DATA_DIR")
+    redis_namespace: str = Field("", alias="BRANDVX_REDIS_NAMESPACE")
+
+    database_url: str | None = Field(None, alias="DATABASE_URL")
+    runtime_database_url: str | None = Field(None, alias="BRANDVX_RUNTIME_DATABASE_URL")
+    runtime_db_role: str = Field(
+        "brandvx_app", alias="BRANDVX_DB_RUNTIME_ROLE", pattern=r"^[a-z_][a-z0-9_]{0,62}$"
+    )
+    runtime_db_password: str | None = Field(None, alias="BRANDVX_DB_RUNTIME_PASSWORD")
+    db_pool_size: int = Field(10, alias="BRANDVX_DB_POOL_SIZE", ge=1, le=200)
+    redis_url: str | None = Field(None, alias="REDIS_URL")
+
+    jwt_secret: str | None = Field(None, alias="BRANDVX_JWT_SECRET")
+    jwks_url: str | None = Field(None, alias="BRANDVX_JWKS_URL")
+    jwt_audience: str = Field("authenticated", alias="BRANDVX_JWT_AUDIENCE")
+    jwt_issuer: str | None = Field(None, alias="BRANDVX_JWT_ISSUER")
+    allow_weak_jwt: bool = Field(False, alias="BRANDVX_ALLOW_WEAK_JWT")
+
+    encryption_keys: str | None = Field(None, alias="BRANDVX_ENCRYPTION_KEYS")
+    blind_index_key: str | None = Field(None, alias="BRANDVX_BLIND_INDEX_KEY")
+
+    max_body_bytes: int = Field(1_048_576, alias="BRANDVX_MAX_BODY_BYTES", ge=1024)
+    max_query_depth: int = Field(10, alias="BRANDVX_MAX_QUERY_DEPTH", ge=2)
+    max_aliases: int = Field(15, alias="BRANDVX_MAX_ALIASES", ge=1)
+    max_query_tokens: int = Field(2000, alias="BRANDVX_MAX_QUERY_TOKENS", ge=100)
+    allowed_origins_raw: str = Field("", alias="BRANDVX_ALLOWED_ORIGINS")
+    introspection: bool = Field(True, alias="BRANDVX_INTROSPECTION")
+    default_phone_region: str = Field("US", alias="BRANDVX_DEFAULT_PHONE_REGION")
+
+    sentry_dsn: str | None = Field(None, alias="SENTRY_DSN")
+    posthog_api_key: str | None = Field(None, alias="POSTHOG_API_KEY")
+    posthog_host: str = Field("https://us.i.posthog.com", alias="POSTHOG_HOST")
+    openai_api_key: str | None = Field(None, alias="OPENAI_API_KEY")
+    log_level: str = Field("INFO", alias="BRANDVX_LOG_LEVEL")
+    inline_worker: bool | None = Field(None, alias="BRANDVX_INLINE_WORKER")
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Self:
+        if self.env is not Environment.PRODUCTION:
+            return self
+        problems = []
+        if self.allow_weak_jwt:
+            problems.append("BRANDVX_ALLOW_WEAK_JWT is for local development only")
+        if not (self.jwt_secret or self.jwks_url):
+            problems.append("set BRANDVX_JWT_SECRET or BRANDVX_JWKS_URL")
+        if not self.encryption_keys or not self.blind_index_key:
+            problems.append("set BRANDVX_ENCRYPTION_KEYS and BRANDVX_BLIND_INDEX_KEY")
+        if not self.database_url or not self.redis_url:
+            problems.append("set DATABASE_URL and REDIS_URL (no embedded servers in production)")
+        if problems:
+            raise ValueError("refusing to start in production: " + "; ".join(problems))
+        return self
+
+    @property
+    def key_prefix(self) -> str:
+        """Redis namespace: ``bvx:{env}:`` unless overridden (tests use a unique one per run)."""
+        return f"bvx:{self.redis_namespace or self.env.value}:"
+
+    @property
+    def allowed_origins(self) -> list[str]:
+        return [o.strip() for o in self.allowed_origins_raw.split(",") if o.strip()]
+
+    @property
+    def arq_queue(self) -> str:
+        return self.key_prefix + "arq:queue"

@@ -1,0 +1,153 @@
+"""Plain records the use cases pass around. No framework types here."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Role(StrEnum):
+    OWNER_ADMIN = "OWNER_ADMIN"
+    STAFF = "STAFF"
+    SUPPORT = "SUPPORT"
+    OPS = "OPS"
+
+
+class PlanTier(StrEnum):
+    LITE = "LITE"
+    STARTER = "STARTER"
+    GROWTH = "GROWTH"
+    PRO = "PRO"
+
+
+class ApiScope(StrEnum):
+    READ = "READ"
+    WRITE = "WRITE"
+
+
+class OnboardingStepKey(StrEnum):
+    BUSINESS_BASICS = "BUSINESS_BASICS"
+    CONNECTIONS = "CONNECTIONS"
+    TRAIN_VX = "TRAIN_VX"
+    CADENCES = "CADENCES"
+    GO_LIVE = "GO_LIVE"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is calling, and in which tenant. Built once per request by the auth layer."""
+
+    user_id: str
+    email: str | None = None
+    tenant_id: uuid.UUID | None = None
+    role: Role | None = None
+    api_key_id: uuid.UUID | None = None
+    scopes: frozenset[ApiScope] | None = None
+    is_ops: bool = False
+
+    @property
+    def via_api_key(self) -> bool:
+        return self.api_key_id is not None
+
+
+@dataclass(frozen=True)
+class Tenant:
+    id: uuid.UUID
+    name: str
+    timezone: str
+    plan_tier: PlanTier
+    subscription_status: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class QuietHours:
+    start: str
+    end: str
+
+
+@dataclass(frozen=True)
+class BrandProfile:
+    business_name: str | None = None
+    tone: str | None = None
+    services: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TenantSettings:
+    timezone: str
+    quiet_hours: QuietHours | None
+    brand_profile: BrandProfile
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OnboardingStep:
+    key: OnboardingStepKey
+    completed_at: datetime | None
+
+    @property
+    def completed(self) -> bool:
+        return self.completed_at is not None
+
+
+@dataclass(frozen=True)
+class Onboarding:
+    steps: tuple[OnboardingStep, ...]
+
+    @property
+    def completed_count(self) -> int:
+        return sum(1 for s in self.steps if s.completed)
+
+    @property
+    def complete(self) -> bool:
+        return self.completed_count == len(self.steps)
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    name: str
+    prefix: str
+    scopes: tuple[ApiScope, ...]
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Contact:
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    display_name: str
+    email_masked: str | None
+    phone_masked: str | None
+    sms_consent: bool
+    email_consent: bool
+    tags: tuple[str, ...]
+    source: str
+    last_visit_at: datetime | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class NewContact:
+    """A contact ready to store: PII already encrypted and indexed."""
+
+    id: uuid.UUID
+    display_name: str
+    name_search: str
+    email_ciphertext: bytes | None
+    email_bidx: bytes | None
+    email_masked: str | None
+    phone_ciphertext: bytes | None
+    phone_bidx: bytes | None
+    phone_masked: str | None
+    sms_consent: bool
+    email_consent: bool
+    tags: tuple[str, ...]
+    source: str

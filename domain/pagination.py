@@ -1,0 +1,59 @@
+"""Keyset pagination: cursors carry the sort key and the id, never an offset."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Generic, TypeVar
+
+from domain.errors import InvalidInput
+
+MAX_PAGE = 100
+DEFAULT_PAGE = 20
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Cursor:
+    sort_key: datetime
+    id: uuid.UUID
+
+    def encode(self) -> str:
+        raw = json.dumps([self.sort_key.isoformat(), str(self.id)], separators=(",", ":"))
+        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, value: str) -> Cursor:
+        try:
+            padded = value + "=" * (-len(value) % 4)
+            sort_key, ident = json.loads(base64.urlsafe_b64decode(padded.encode()))
+            return cls(datetime.fromisoformat(sort_key), uuid.UUID(ident))
+        except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as exc:
+            raise InvalidInput("Invalid cursor", field=["after"]) from exc
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    first: int
+    after: Cursor | None
+
+    @classmethod
+    def parse(cls, first: int | None, after: str | None) -> PageRequest:
+        size = DEFAULT_PAGE if first is None else first
+        if not 1 <= size <= MAX_PAGE:
+            raise InvalidInput(f"`first` must be between 1 and {MAX_PAGE}", field=["first"])
+        return cls(size, Cursor.decode(after) if after else None)
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: Sequence[T]
+    cursors: Sequence[Cursor]
+    has_next: bool
+    has_previous: bool

@@ -1,0 +1,58 @@
+"""The per-request (per-WebSocket-connection) context every resolver receives."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from strawberry.dataloader import DataLoader
+
+from domain.contacts import PiiVault
+from domain.errors import Forbidden
+from domain.model import Actor, Contact, Tenant
+from domain.ports import UnitOfWork, UnitOfWorkFactory
+
+
+@dataclass(frozen=True)
+class AppServices:
+    """What resolvers need, as domain ports; the composition root supplies the implementations."""
+
+    uow: UnitOfWorkFactory
+    vault: PiiVault
+
+
+@dataclass
+class Loaders:
+    tenant_by_id: DataLoader[uuid.UUID, Tenant | None]
+    contact_by_id: DataLoader[uuid.UUID, Contact | None]
+
+
+@dataclass
+class Context:
+    services: AppServices
+    request: Any = None
+    response: Any = None
+    actor: Actor | None = None
+    connection_params: dict[str, Any] | None = None
+    _loaders: Loaders | None = field(default=None, repr=False)
+
+    @property
+    def require_actor(self) -> Actor:
+        if self.actor is None:
+            raise Forbidden("Not signed in")
+        return self.actor
+
+    def transaction(self) -> Any:
+        return self.services.uow.for_actor(self.require_actor)
+
+    @property
+    def loaders(self) -> Loaders:
+        if self._loaders is None:
+            from resolvers.loaders import build_loaders
+
+            self._loaders = build_loaders(self.services.uow, self.require_actor)
+        return self._loaders
+
+
+__all__ = ["AppServices", "Context", "Loaders", "UnitOfWork"]

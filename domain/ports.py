@@ -78,11 +78,16 @@ class ContactRepository(Protocol):
 class UnitOfWork(Protocol):
     """One transaction, scoped to one tenant (or none) by the persistence layer."""
 
-    tenants: TenantRepository
-    settings: SettingsRepository
-    onboarding: OnboardingRepository
-    api_keys: ApiKeyRepository
-    contacts: ContactRepository
+    @property
+    def tenants(self) -> TenantRepository: ...
+    @property
+    def settings(self) -> SettingsRepository: ...
+    @property
+    def onboarding(self) -> OnboardingRepository: ...
+    @property
+    def api_keys(self) -> ApiKeyRepository: ...
+    @property
+    def contacts(self) -> ContactRepository: ...
 
     async def enter_tenant(self, tenant_id: uuid.UUID) -> None:
         """Scope the rest of this transaction to a tenant created in it."""

@@ -128,13 +128,21 @@ async def update_settings(
 
 
 def _merge_brand(current: BrandProfile, patch: dict[str, Any]) -> BrandProfile:
-    merged = current
-    for key, limit in (("business_name", 200), ("tone", 500)):
-        if key in patch and patch[key] is not None:
-            value = str(patch[key]).strip()
-            if len(value) > limit:
-                raise InvalidInput(f"{key} must be at most {limit} characters", field=["brandProfile", key])
-            merged = replace(merged, **{key: value or None})
+    def text(key: str, graphql_name: str, limit: int, current_value: str | None) -> str | None:
+        if patch.get(key) is None:
+            return current_value
+        value = str(patch[key]).strip()
+        if len(value) > limit:
+            raise InvalidInput(
+                f"{graphql_name} must be at most {limit} characters", field=["brandProfile", graphql_name]
+            )
+        return value or None
+
+    merged = replace(
+        current,
+        business_name=text("business_name", "businessName", 200, current.business_name),
+        tone=text("tone", "tone", 500, current.tone),
+    )
     if patch.get("services") is not None:
         services = tuple(s.strip() for s in patch["services"] if s.strip())
         if len(services) > MAX_SERVICES or any(len(s) > 100 for s in services):

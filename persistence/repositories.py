@@ -284,7 +284,7 @@ _CONTACT_COLUMNS = (
 )
 
 
-def _contact(row: Row[Any]) -> Contact:
+def _contact(row: Any) -> Contact:
     return Contact(
         id=row.id,
         tenant_id=row.tenant_id,

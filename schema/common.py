@@ -16,7 +16,7 @@ from domain.model import ApiScope, OnboardingStepKey, PlanTier, Role
 from domain.pagination import Page
 
 if TYPE_CHECKING:
-    from schema.context import Context
+    from resolvers.context import Context
 
     AppInfo = Info[Context, None]
 else:

@@ -99,7 +99,7 @@ class Mutation:
                     if brand
                     else None
                 ),
-                extra=input.extra,
+                extra=input.extra,  # type: ignore[arg-type]  # JSON is a NewType over Any
             )
         except DomainError as e:
             return UpdateSettingsPayload(user_errors=UserError.list_of(e))
@@ -111,7 +111,9 @@ class Mutation:
     ) -> CompleteOnboardingStepPayload:
         try:
             onboarding = await onboarding_step_complete.complete_onboarding_step(
-                info.context, step=input.step, context=input.context
+                info.context,
+                step=input.step,
+                context=input.context,  # type: ignore[arg-type]
             )
         except DomainError as e:
             return CompleteOnboardingStepPayload(user_errors=UserError.list_of(e))

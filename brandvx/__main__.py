@@ -1,0 +1,3 @@
+from brandvx.cli import main
+
+main()

@@ -16,7 +16,7 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
-from strawberry.types.unset import UnsetType
+from strawberry.types.unset import UNSET, UnsetType
 
 from brandvx.auth import AuthFailure
 from brandvx.explorer import render_explorer_html
@@ -98,7 +98,7 @@ class GraphQLView(GraphQL[Context, None]):
             context.actor = await runtime.authenticator.authenticate(headers)
         except AuthFailure as failure:
             raise ConnectionRejectionError({"code": failure.code, "message": failure.message}) from None
-        return None
+        return UNSET
 
     async def render_graphql_ide(self, request: Request) -> Response:
         return HTMLResponse(render_explorer_html())

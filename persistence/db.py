@@ -80,6 +80,9 @@ class Database:
             await conn.execute(text("SELECT 1"))
 
     async def schema_revision(self) -> str | None:
+        """The applied Alembic revision, or None before the first migration."""
         async with self.engine.connect() as conn:
+            if await conn.scalar(text("SELECT to_regclass('public.alembic_version')")) is None:
+                return None
             result = await conn.execute(text("SELECT version_num FROM alembic_version"))
             return result.scalar_one_or_none()

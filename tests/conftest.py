@@ -175,7 +175,9 @@ async def gql(
         headers["Authorization"] = f"Bearer {token}"
     if tenant is not None:
         headers["X-Tenant-Id"] = tenant
-    response = await client.post("/graphql", json={"query": query, "variables": variables or {}}, headers=headers)
+    response = await client.post(
+        "/graphql", json={"query": query, "variables": variables or {}}, headers=headers
+    )
     assert response.status_code == expect_status, response.text
     body: dict[str, Any] = response.json()
     return body
@@ -198,7 +200,9 @@ class TenantFixture:
     uuid: str
 
 
-async def make_tenant(client: httpx.AsyncClient, *, name: str = "Salon", owner: User | None = None) -> TenantFixture:
+async def make_tenant(
+    client: httpx.AsyncClient, *, name: str = "Salon", owner: User | None = None
+) -> TenantFixture:
     user = owner or make_user()
     body = await gql(client, CREATE_TENANT, {"name": name, "tz": "America/Chicago"}, token=user.token)
     payload = body["data"]["createTenant"]

@@ -1,0 +1,105 @@
+"""/health, /ready, /metrics and the offline explorer, through the app."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import uuid
+from html.parser import HTMLParser
+from typing import Any
+
+import asyncpg
+import httpx
+from sqlalchemy.engine import make_url
+
+from brandvx.app import create_app
+from brandvx.settings import Settings
+from persistence.migrate import head_revision, upgrade
+
+
+async def test_health_reports_each_subsystem(client: httpx.AsyncClient) -> None:
+    response = await client.get("/health")
+    assert response.status_code == 200
+    checks = response.json()["checks"]
+    assert set(checks) == {"database", "redis", "worker", "ai", "sentry", "posthog"}
+    assert checks["database"] == "ok"
+    assert checks["redis"] == "ok"
+    # No worker runs beside this in-process app, no keys are configured: reported, not faked.
+    assert checks["worker"].startswith("error:")
+    assert checks["ai"] == checks["sentry"] == checks["posthog"] == "disabled"
+    assert response.json()["status"] == "degraded"
+
+
+async def test_ready_after_migrations(client: httpx.AsyncClient) -> None:
+    response = await client.get("/ready")
+    assert response.status_code == 200
+    assert response.json() == {"ready": True, "schemaRevision": head_revision()}
+
+
+async def test_ready_is_503_until_migrations_are_applied(migrated: Settings) -> None:
+    assert migrated.database_url
+    name = f"brandvx_unmigrated_{uuid.uuid4().hex[:8]}"
+    admin_url = make_url(migrated.database_url).render_as_string(hide_password=False)
+    admin = await asyncpg.connect(admin_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = make_url(migrated.database_url).set(database=name).render_as_string(hide_password=False)
+        settings = migrated.model_copy(update={"database_url": url})
+        app = create_app(settings, inline_worker=False)
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://t") as http,
+        ):
+            before = await http.get("/ready")
+            assert before.status_code == 503
+            assert "migrations not applied" in before.json()["reason"]
+            await upgrade(url, runtime_role=settings.runtime_db_role, runtime_password=None)
+            after = await http.get("/ready")
+            assert after.status_code == 200
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def test_metrics_count_requests_by_route(client: httpx.AsyncClient) -> None:
+    await client.get("/health")
+    text = (await client.get("/metrics")).text
+    assert 'http_requests_total{method="GET",route="/health",status="200"}' in text
+    assert "http_request_duration_seconds_bucket" in text
+
+
+class _Assets(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.assets: list[tuple[str, str | None]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values: dict[str, Any] = dict(attrs)
+        url = values.get("src") if tag == "script" else values.get("href") if tag == "link" else None
+        if url:
+            self.assets.append((url, values.get("integrity")))
+
+
+async def test_explorer_loads_every_asset_from_the_app(client: httpx.AsyncClient) -> None:
+    page = await client.get("/graphql", headers={"Accept": "text/html"})
+    assert page.status_code == 200
+    assert "graphiql" in page.text.lower()
+    parser = _Assets()
+    parser.feed(page.text)
+    fetched = [(url, integrity) for url, integrity in parser.assets if not url.startswith("data:")]
+    assert len(fetched) == 7
+    for url, integrity in fetched:
+        assert url.startswith("/"), f"{url} is not served by the app"
+        asset = await client.get(url)
+        assert asset.status_code == 200, url
+        if integrity:
+            algorithm, _, expected = integrity.partition("-")
+            digest = base64.b64encode(hashlib.new(algorithm, asset.content).digest()).decode()
+            assert digest == expected, url
+
+
+async def test_root_redirects_to_the_explorer(client: httpx.AsyncClient) -> None:
+    response = await client.get("/")
+    assert response.status_code in (302, 307)
+    assert response.headers["location"] == "/graphql"

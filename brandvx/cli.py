@@ -64,7 +64,9 @@ def serve(
     from brandvx.app import create_app
     from brandvx.runtime import resolve_servers
 
-    settings, embedded = resolve_servers(_settings())
+    from brandvx.dev_secrets import with_dev_secrets
+
+    settings, embedded = resolve_servers(with_dev_secrets(_settings()))
     if migrate:
         asyncio.run(_migrate(settings))
     inline = (
@@ -159,7 +161,7 @@ def migrate() -> None:
     """Apply database migrations (as the owner in DATABASE_URL; creates the runtime role)."""
     from brandvx.runtime import resolve_servers
 
-    settings, embedded = resolve_servers(_settings())
+    settings, embedded = resolve_servers(_settings(), redis=False)
     try:
         asyncio.run(_migrate(settings))
     finally:
@@ -212,7 +214,7 @@ async def _grant(settings: Settings, tenant: str | None, user: str, role: TokenR
     from persistence.db import Database
     from persistence.urls import to_asyncpg
 
-    settings, embedded = resolve_servers(settings)
+    settings, embedded = resolve_servers(settings, redis=False)
     assert settings.database_url
     owner = Database(to_asyncpg(settings.database_url), pool_size=1)
     try:

@@ -23,10 +23,9 @@ from resolvers.context import AppServices
 log = logging.getLogger("brandvx.runtime")
 
 
-def resolve_servers(settings: Settings) -> tuple[Settings, EmbeddedServers | None]:
+def resolve_servers(settings: Settings, *, redis: bool = True) -> tuple[Settings, EmbeddedServers | None]:
     """Start embedded servers for whatever DATABASE_URL / REDIS_URL leave unset."""
-    settings = with_dev_secrets(settings)
-    need_pg, need_redis = settings.database_url is None, settings.redis_url is None
+    need_pg, need_redis = settings.database_url is None, redis and settings.redis_url is None
     if not (need_pg or need_redis):
         return settings, None
     embedded = EmbeddedServers.start(settings.data_dir, postgres=need_pg, redis=need_redis)
@@ -69,7 +68,7 @@ class Runtime:
 
 
 def build_runtime(settings: Settings) -> Runtime:
-    settings, embedded = resolve_servers(settings)
+    settings, embedded = resolve_servers(with_dev_secrets(settings))
     # resolve_servers fills both
     assert settings.database_url
     assert settings.redis_url

@@ -25,12 +25,9 @@ async def _ws_init(server: LiveServer, payload: dict[str, Any]) -> Any:
 async def test_http_graphql_over_a_real_socket(live_server: LiveServer) -> None:
     user = make_user()
     async with httpx.AsyncClient(base_url=live_server.base_url) as http:
+        mutation = 'mutation { createTenant(input: {name: "Live"}) { tenant { name } userErrors { code } } }'
         created = await http.post(
-            "/graphql",
-            json={
-                "query": 'mutation { createTenant(input: {name: "Live"}) { tenant { name } userErrors { code } } }'
-            },
-            headers={"Authorization": f"Bearer {user.token}"},
+            "/graphql", json={"query": mutation}, headers={"Authorization": f"Bearer {user.token}"}
         )
         assert created.status_code == 200
         assert created.json()["data"]["createTenant"] == {"tenant": {"name": "Live"}, "userErrors": []}

@@ -75,5 +75,4 @@ def create_app(settings: Settings | None = None, *, inline_worker: bool | None =
         ],
         middleware=[Middleware(MetricsMiddleware)],
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
     )

@@ -62,9 +62,8 @@ def serve(
     import uvicorn
 
     from brandvx.app import create_app
-    from brandvx.runtime import resolve_servers
-
     from brandvx.dev_secrets import with_dev_secrets
+    from brandvx.runtime import resolve_servers
 
     settings, embedded = resolve_servers(with_dev_secrets(_settings()))
     if migrate:

@@ -11,17 +11,20 @@ import strawberry
 from cross_web import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http import GraphQLHTTPResponse
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types.execution import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 
 from brandvx.auth import AuthFailure
 from brandvx.explorer import render_explorer_html
 from brandvx.runtime import Runtime
 from resolvers.context import Context
+from schema.errors import code_for
 
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:
@@ -56,21 +59,43 @@ class GraphQLView(GraphQL[Context, None]):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
-        request = Request(scope, receive)
-        response: Response
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > self._max_body_bytes):
-            response = error_response(
-                413, "BAD_USER_INPUT", f"Request body is larger than {self._max_body_bytes} bytes"
-            )
-        else:
+        response, body = await self._checked_body(scope, receive)
+        if response is None:
+
+            async def replay() -> Message:
+                return {"type": "http.request", "body": body, "more_body": False}
+
             try:
-                response = await self.run(request)
+                response = await self.run(Request(scope, replay))
             except AuthFailure as failure:
                 response = error_response(failure.status, failure.code, failure.message)
             except HTTPException as exc:
                 response = error_response(exc.status_code, "BAD_USER_INPUT", exc.reason)
         await response(scope, receive, send)
+
+    async def _checked_body(self, scope: Scope, receive: Receive) -> tuple[Response | None, bytes]:
+        """Read the body within the size limit and refuse what is not a GraphQL request object."""
+        request = Request(scope, receive)
+        too_large = error_response(
+            413, "BAD_USER_INPUT", f"Request body is larger than {self._max_body_bytes} bytes"
+        )
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > self._max_body_bytes):
+            return too_large, b""
+        chunks = bytearray()
+        async for chunk in request.stream():
+            chunks += chunk
+            if len(chunks) > self._max_body_bytes:
+                return too_large, b""
+        body = bytes(chunks)
+        if request.method == "POST" and "json" in request.headers.get("content-type", ""):
+            try:
+                parsed = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                return error_response(400, "BAD_USER_INPUT", "Unable to parse request body as JSON"), b""
+            if not isinstance(parsed, dict):
+                return error_response(400, "BAD_USER_INPUT", "The request body must be a JSON object"), b""
+        return None, body
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         runtime: Runtime = request.app.state.runtime
@@ -98,7 +123,15 @@ class GraphQLView(GraphQL[Context, None]):
             context.actor = await runtime.authenticator.authenticate(headers)
         except AuthFailure as failure:
             raise ConnectionRejectionError({"code": failure.code, "message": failure.message}) from None
-        return UNSET
+        unset: UnsetType = UNSET  # no payload: the ack goes out as {"type": "connection_ack"}
+        return unset
+
+    async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
+        # Parse errors and the token limiter fail before any extension sees the result: code them here.
+        for error in result.errors or ():
+            if not (error.extensions or {}).get("code"):
+                error.extensions = {**(error.extensions or {}), "code": code_for(error)}
+        return await super().process_result(request, result)
 
     async def render_graphql_ide(self, request: Request) -> Response:
         return HTMLResponse(render_explorer_html())

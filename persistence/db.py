@@ -42,7 +42,7 @@ class SqlUnitOfWork:
 class Database:
     def __init__(self, url: URL, *, pool_size: int = 10) -> None:
         self.engine: AsyncEngine = create_async_engine(
-            url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
+            url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800
         )
 
     async def dispose(self) -> None:

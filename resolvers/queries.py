@@ -51,7 +51,8 @@ async def node(ctx: Context, type_name: str, ident: uuid.UUID) -> Tenant | Conta
         return None
     require_read(actor)
     if type_name == "Tenant":
-        return await ctx.loaders.tenant_by_id.load(ident)
+        # Only the tenant in scope: a member of several tenants sees one per request.
+        return await ctx.loaders.tenant_by_id.load(ident) if ident == actor.tenant_id else None
     if type_name == "Contact":
         return await ctx.loaders.contact_by_id.load(ident)
     if type_name == "ApiKey":

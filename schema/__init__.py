@@ -7,6 +7,7 @@ from typing import Any
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import (
+    AddValidationRules,
     MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
@@ -36,9 +37,14 @@ class BrandvxSchema(strawberry.Schema):
 def build_schema(
     *, max_depth: int = 10, max_aliases: int = 15, max_tokens: int = 2000, introspection: bool = True
 ) -> strawberry.Schema:
+    # The limiters' rule classes are built once: ValidationCache keys on the rule classes, and a
+    # limiter built per request makes new classes, so every request would miss the cache.
+    limit_rules = [
+        *QueryDepthLimiter(max_depth=max_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=max_aliases).validation_rules,
+    ]
     extensions: list[Any] = [
-        lambda: QueryDepthLimiter(max_depth=max_depth),
-        lambda: MaxAliasesLimiter(max_alias_count=max_aliases),
+        lambda: AddValidationRules(limit_rules),
         lambda: MaxTokensLimiter(max_token_count=max_tokens),
         lambda: ParserCache(maxsize=512),
         lambda: ValidationCache(maxsize=512),

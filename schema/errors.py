@@ -31,7 +31,12 @@ _DOMAIN_TO_TOP_LEVEL = {
     ErrorCode.LIMIT_EXCEEDED: RATE_LIMITED,
 }
 
-_LIMITER_PHRASES = ("exceeds maximum operation depth", "aliases found", "token limit", "exceeds maximum")
+_LIMITER_PHRASES = ("exceeds maximum operation depth", "aliases found", "Document contains more than")
+
+
+def code_for(error: GraphQLError) -> str:
+    """The code of an error that has none: a query limit hit, or else the client's mistake."""
+    return QUERY_TOO_COMPLEX if any(p in error.message for p in _LIMITER_PHRASES) else BAD_USER_INPUT
 
 
 class ApiError(GraphQLError):
@@ -101,9 +106,6 @@ class ErrorCodes(SchemaExtension):
                     mapped.message, nodes=error.nodes, path=error.path, extensions=mapped.extensions
                 )
             elif not (error.extensions or {}).get("code"):
-                code = (
-                    QUERY_TOO_COMPLEX if any(p in error.message for p in _LIMITER_PHRASES) else BAD_USER_INPUT
-                )
-                error.extensions = {**(error.extensions or {}), "code": code}
+                error.extensions = {**(error.extensions or {}), "code": code_for(error)}
             fixed.append(error)
         result.errors = fixed  # type: ignore[union-attr]

@@ -171,6 +171,33 @@ def upgrade() -> None:
         f"USING (token_hash = {CURRENT_KEY_HASH}) WITH CHECK (token_hash = {CURRENT_KEY_HASH})"
     )
 
+    # Permissive UPDATE policies are OR-ed, WITH CHECK included: without this trigger the key-hash
+    # policy would let its holder re-scope, un-revoke or move the key. Outside the key's own tenant
+    # scope, only last_used_at may change.
+    op.execute(
+        f"""
+        CREATE FUNCTION api_keys_guard_touch() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF OLD.tenant_id IS DISTINCT FROM {CURRENT_TENANT}
+               AND (NEW.id, NEW.tenant_id, NEW.name, NEW.prefix, NEW.token_hash, NEW.scopes,
+                    NEW.created_by, NEW.created_at, NEW.revoked_at)
+                   IS DISTINCT FROM
+                   (OLD.id, OLD.tenant_id, OLD.name, OLD.prefix, OLD.token_hash, OLD.scopes,
+                    OLD.created_by, OLD.created_at, OLD.revoked_at)
+            THEN
+                RAISE EXCEPTION 'only last_used_at may change outside the key''s tenant'
+                    USING ERRCODE = 'insufficient_privilege';
+            END IF;
+            RETURN NEW;
+        END
+        $$
+        """
+    )
+    op.execute(
+        "CREATE TRIGGER api_keys_guard_touch BEFORE UPDATE ON api_keys "
+        "FOR EACH ROW EXECUTE FUNCTION api_keys_guard_touch()"
+    )
+
     _execute_all(
         f"""
         DO $$
@@ -197,3 +224,4 @@ def downgrade() -> None:
     op.execute(
         "DROP TABLE contacts, api_keys, onboarding_steps, tenant_settings, platform_roles, memberships, tenants"
     )
+    op.execute("DROP FUNCTION api_keys_guard_touch()")

@@ -175,6 +175,22 @@ async def test_contact_search_does_not_cross_tenants(
     assert listing == {"data": {"contacts": {"edges": []}}}
 
 
+async def test_node_is_scoped_to_the_header_tenant_for_a_member_of_both(client: httpx.AsyncClient) -> None:
+    """`node`: "Any object of the caller's tenant by global ID; null for anything else." The caller's
+    tenant is the X-Tenant-Id one, even when the user also belongs to the other tenant."""
+    a = await make_tenant(client, name="Both A")
+    b = await make_tenant(client, name="Both B", owner=a.owner)
+    made = await _create_contact(client, **_tenant_of(a), email=A_EMAIL)
+    assert made["userErrors"] == []
+    found = {
+        gid: (await gql(client, NODE, {"id": gid}, **_tenant_of(b)))["data"]["node"]
+        for gid in (a.global_id, made["contact"]["id"])
+    }
+    assert found == {a.global_id: None, made["contact"]["id"]: None}
+    own = await gql(client, NODE, {"id": b.global_id}, **_tenant_of(b))
+    assert own == {"data": {"node": {"__typename": "Tenant", "id": b.global_id}}}
+
+
 # ---------------------------------------------------------------- writing into another tenant
 
 
@@ -292,7 +308,7 @@ async def test_staff_writes_contacts_but_cannot_manage_keys(
 
 
 async def test_read_scoped_key_cannot_write(client: httpx.AsyncClient, victim: Victim) -> None:
-    key_id, token = await _create_key(client, owner=victim.tenant, scopes=["READ"])
+    _, token = await _create_key(client, owner=victim.tenant, scopes=["READ"])
     assert _contact_ids(await gql(client, CONTACTS, token=token, tenant=victim.tenant.uuid)) == [
         victim.contact_id
     ]

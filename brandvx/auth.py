@@ -101,8 +101,7 @@ class Authenticator:
             raise unauthenticated(f"Invalid token: {exc.reason}") from None
         user_id = verified.user_id
         async with self._db.transaction(tenant_id=tenant_id, user_id=user_id) as uow:
-            is_ops = await uow.tenants.is_ops(user_id)
-            role = await uow.tenants.role_of(tenant_id, user_id) if tenant_id else None
+            role, is_ops = await uow.tenants.access_of(tenant_id, user_id)
         if tenant_id is not None and role is None:
             if not is_ops:
                 raise forbidden("You are not a member of this tenant")

@@ -25,7 +25,7 @@ from domain.model import (
 )
 from domain.ports import UnitOfWork
 
-_HHMM = re.compile(r"^(?:[01]\d|2[0-3]):[0-5]\d$")
+_HHMM = re.compile(r"(?:[01]\d|2[0-3]):[0-5]\d")
 MAX_EXTRA_BYTES = 16_384
 MAX_SERVICES = 50
 
@@ -56,7 +56,7 @@ def _iana_names() -> frozenset[str]:
 
 def validate_quiet_hours(start: str, end: str) -> QuietHours:
     for name, value in (("start", start), ("end", end)):
-        if not _HHMM.match(value):
+        if not _HHMM.fullmatch(value):
             raise InvalidInput(f"Quiet hours {name} must be HH:MM (00:00-23:59)", field=["quietHours", name])
     if start == end:
         raise InvalidInput("Quiet hours start and end must differ", field=["quietHours"])

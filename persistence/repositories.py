@@ -80,14 +80,6 @@ class TenantRepo:
             update(t.tenants).where(t.tenants.c.id == tenant_id).values(timezone=timezone)
         )
 
-    async def role_of(self, tenant_id: uuid.UUID, user_id: str) -> Role | None:
-        role = await self._conn.scalar(
-            select(t.memberships.c.role).where(
-                t.memberships.c.tenant_id == tenant_id, t.memberships.c.user_id == user_id
-            )
-        )
-        return Role(role) if role else None
-
     async def ids_for_user(self, user_id: str) -> list[uuid.UUID]:
         """Needs ``app.user_id`` set: the own-memberships policy shows a user their tenants."""
         rows = await self._conn.execute(
@@ -105,11 +97,20 @@ class TenantRepo:
             stmt.on_conflict_do_update(index_elements=["tenant_id", "user_id"], set_={"role": role.value})
         )
 
-    async def is_ops(self, user_id: str) -> bool:
-        role = await self._conn.scalar(
-            select(t.platform_roles.c.role).where(t.platform_roles.c.user_id == user_id)
+    async def access_of(self, tenant_id: uuid.UUID | None, user_id: str) -> tuple[Role | None, bool]:
+        """The user's role in the tenant and whether they are platform OPS, in one round trip."""
+        role = (
+            select(t.memberships.c.role)
+            .where(t.memberships.c.tenant_id == tenant_id, t.memberships.c.user_id == user_id)
+            .scalar_subquery()
         )
-        return role == Role.OPS.value
+        ops = (
+            select(t.platform_roles.c.user_id)
+            .where(t.platform_roles.c.user_id == user_id, t.platform_roles.c.role == Role.OPS.value)
+            .exists()
+        )
+        row = (await self._conn.execute(select(role.label("role"), ops.label("is_ops")))).one()
+        return (Role(row.role) if row.role else None), bool(row.is_ops)
 
 
 class SettingsRepo:

@@ -14,20 +14,37 @@ from sqlalchemy.engine import make_url
 
 from brandvx.app import create_app
 from brandvx.settings import Settings
+from jobs.worker import heartbeat_key
 from persistence.migrate import head_revision, upgrade
 
 
-async def test_health_reports_each_subsystem(client: httpx.AsyncClient) -> None:
-    response = await client.get("/health")
-    assert response.status_code == 200
-    checks = response.json()["checks"]
-    assert set(checks) == {"database", "redis", "worker", "ai", "sentry", "posthog"}
-    assert checks["database"] == "ok"
-    assert checks["redis"] == "ok"
-    # No worker runs beside this in-process app, no keys are configured: reported, not faked.
-    assert checks["worker"].startswith("error:")
-    assert checks["ai"] == checks["sentry"] == checks["posthog"] == "disabled"
-    assert response.json()["status"] == "degraded"
+async def test_health_reports_each_subsystem(migrated: Settings) -> None:
+    # A namespace of its own: no worker heartbeats there until this test writes one.
+    settings = migrated.model_copy(update={"redis_namespace": f"health-{uuid.uuid4().hex[:8]}"})
+    app = create_app(settings, inline_worker=False)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://t") as http,
+    ):
+        response = await http.get("/health")
+        assert response.status_code == 200
+        checks = response.json()["checks"]
+        assert set(checks) == {"database", "redis", "worker", "ai", "sentry", "posthog"}
+        assert checks["database"] == "ok"
+        assert checks["redis"] == "ok"
+        assert checks["worker"] == "error: no worker heartbeat in the last 30 s"
+        assert checks["ai"] == checks["sentry"] == checks["posthog"] == "disabled"
+        assert response.json()["status"] == "degraded"
+
+        redis = app.state.runtime.redis
+        await redis.set(heartbeat_key(settings.key_prefix), "test 0", ex=30)
+        try:
+            healthy = (await http.get("/health")).json()
+        finally:
+            await redis.delete(heartbeat_key(settings.key_prefix))
+        assert healthy["checks"]["worker"] == "ok"
+        assert healthy["status"] == "ok"
 
 
 async def test_ready_after_migrations(client: httpx.AsyncClient) -> None:

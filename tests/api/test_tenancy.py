@@ -104,7 +104,7 @@ async def test_creator_becomes_owner_admin(client: httpx.AsyncClient, runtime: R
     (tenant_uuid,) = await _tenant_ids(runtime, user=user)
     assert tenant["id"] == _global_id(tenant_uuid)
     async with runtime.db.transaction(user_id=user.id) as uow:
-        assert await uow.tenants.role_of(UUID(tenant_uuid), user.id) is Role.OWNER_ADMIN
+        assert await uow.tenants.access_of(UUID(tenant_uuid), user.id) == (Role.OWNER_ADMIN, False)
 
 
 async def test_timezone_defaults_to_utc(client: httpx.AsyncClient) -> None:

@@ -17,6 +17,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,18 @@ async def app(migrated: Settings) -> AsyncIterator[Any]:
     async for key in redis.scan_iter(match=migrated.key_prefix + "*"):
         await redis.delete(key)
     await redis.aclose()
+
+
+@asynccontextmanager
+async def app_client(settings: Settings) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
+    """A separate app (its own settings, started and stopped here) and a client for it."""
+    application = create_app(settings, inline_worker=False)
+    transport = httpx.ASGITransport(app=application)
+    async with (
+        application.router.lifespan_context(application),
+        httpx.AsyncClient(transport=transport, base_url="http://testserver") as http,
+    ):
+        yield application, http
 
 
 @pytest.fixture(scope="session")

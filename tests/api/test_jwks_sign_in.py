@@ -5,13 +5,11 @@ from __future__ import annotations
 import time
 import uuid
 
-import httpx
 import jwt
 
-from brandvx.app import create_app
 from brandvx.settings import Settings
 from integrations.auth_jwt import mint_token
-from tests.conftest import JWT_SECRET
+from tests.conftest import JWT_SECRET, app_client
 from tests.unit.test_auth_jwt import JwksServer, Keys, jwks_server, keys  # noqa: F401 - fixtures
 
 
@@ -31,13 +29,8 @@ async def test_jwks_tokens_sign_in_and_shared_secret_tokens_do_not(
     migrated: Settings, keys: Keys, jwks_server: JwksServer
 ) -> None:
     settings = migrated.model_copy(update={"jwt_secret": None, "jwks_url": jwks_server.url})
-    app = create_app(settings, inline_worker=False)
-    transport = httpx.ASGITransport(app=app)
     user_id = str(uuid.uuid4())
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://t") as http,
-    ):
+    async with app_client(settings) as (_, http):
         token = _rs256(keys, user_id)
         created = await http.post(
             "/graphql",

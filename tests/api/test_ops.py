@@ -12,21 +12,16 @@ import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
-from brandvx.app import create_app
 from brandvx.settings import Settings
 from jobs.worker import heartbeat_key
 from persistence.migrate import head_revision, upgrade
+from tests.conftest import app_client
 
 
 async def test_health_reports_each_subsystem(migrated: Settings) -> None:
     # A namespace of its own: no worker heartbeats there until this test writes one.
     settings = migrated.model_copy(update={"redis_namespace": f"health-{uuid.uuid4().hex[:8]}"})
-    app = create_app(settings, inline_worker=False)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://t") as http,
-    ):
+    async with app_client(settings) as (app, http):
         response = await http.get("/health")
         assert response.status_code == 200
         checks = response.json()["checks"]
@@ -62,12 +57,7 @@ async def test_ready_is_503_until_migrations_are_applied(migrated: Settings) -> 
     try:
         url = make_url(migrated.database_url).set(database=name).render_as_string(hide_password=False)
         settings = migrated.model_copy(update={"database_url": url})
-        app = create_app(settings, inline_worker=False)
-        transport = httpx.ASGITransport(app=app)
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=transport, base_url="http://t") as http,
-        ):
+        async with app_client(settings) as (_, http):
             before = await http.get("/ready")
             assert before.status_code == 503
             assert "migrations not applied" in before.json()["reason"]

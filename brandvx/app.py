@@ -15,7 +15,7 @@ from starlette.routing import Route, WebSocketRoute
 from brandvx.explorer import explorer_static_mount
 from brandvx.graphql_view import GraphQLView
 from brandvx.ops import MetricsMiddleware, health, metrics, ready
-from brandvx.runtime import Runtime, build_runtime
+from brandvx.runtime import Runtime, build_runtime, worker_runtime
 from brandvx.settings import Settings
 from brandvx.telemetry import configure_logging, configure_sentry
 from jobs.worker import build_worker
@@ -51,10 +51,12 @@ def create_app(settings: Settings | None = None, *, inline_worker: bool | None =
             runtime.embedded is not None,
         )
         if run_worker:
+            resolved = runtime.settings
             worker = build_worker(
-                redis_url=runtime.settings.redis_url or "",
-                queue_name=settings.arq_queue,
-                key_prefix=settings.key_prefix,
+                redis_url=resolved.redis_url or "",
+                queue_name=resolved.arq_queue,
+                key_prefix=resolved.key_prefix,
+                make_runtime=lambda: worker_runtime(resolved),
                 handle_signals=False,
             )
             runtime.background.append(asyncio.create_task(worker.async_run(), name="arq-worker"))

@@ -138,19 +138,29 @@ async def _ensure_demo_tenant(settings: Settings) -> uuid.UUID:
 @cli.command("worker")
 def run_worker() -> None:
     """Run an ARQ worker alone (needs REDIS_URL and DATABASE_URL of the servers the API uses)."""
+    from brandvx.dev_secrets import with_dev_secrets
+    from brandvx.runtime import worker_runtime
+    from brandvx.telemetry import configure_logging, configure_sentry
     from jobs.worker import build_worker
 
-    settings = _settings()
+    settings = with_dev_secrets(_settings())
     if not settings.redis_url or not settings.database_url:
         typer.echo(
             "brandvx worker needs REDIS_URL and DATABASE_URL (`brandvx serve` runs its own worker)", err=True
         )
         raise typer.Exit(2)
-    from brandvx.telemetry import configure_logging
-
     configure_logging(settings.log_level)
+    configure_sentry(settings)
+    if settings.worker_metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.worker_metrics_port, addr="127.0.0.1")
+    redis_url = settings.redis_url
     worker = build_worker(
-        redis_url=settings.redis_url, queue_name=settings.arq_queue, key_prefix=settings.key_prefix
+        redis_url=redis_url,
+        queue_name=settings.arq_queue,
+        key_prefix=settings.key_prefix,
+        make_runtime=lambda: worker_runtime(settings),
     )
     worker.run()
 

@@ -13,10 +13,16 @@ from brandvx.auth import Authenticator
 from brandvx.dev_secrets import with_dev_secrets
 from brandvx.embedded import EmbeddedServers
 from brandvx.settings import Settings
+from domain.ai import ChatModel
 from domain.contacts import PiiVault
 from domain.crypto import BlindIndex, Keyring
 from integrations.auth_jwt import JwtVerifier
+from integrations.openai_responses import OfflineChatModel, OpenAIChatModel
+from integrations.posthog_analytics import NoAnalytics, PostHogAnalytics
+from jobs.context import JobSettings, WorkerRuntime
+from jobs.queue import ArqQueue
 from persistence.db import Database
+from persistence.events import ChatReplyFeed, EventStreams
 from persistence.urls import runtime_url, to_asyncpg
 from resolvers.context import AppServices
 
@@ -48,6 +54,10 @@ class Runtime:
     verifier: JwtVerifier | None
     authenticator: Authenticator
     app_services: AppServices
+    events: EventStreams
+    queue: ArqQueue
+    model: ChatModel
+    analytics: PostHogAnalytics | NoAnalytics
     embedded: EmbeddedServers | None = None
     background: list[asyncio.Task[Any]] = field(default_factory=list)
 
@@ -61,6 +71,11 @@ class Runtime:
                 log.debug("background task ended", exc_info=True)
         if self.verifier is not None:
             await self.verifier.aclose()
+        await self.queue.aclose()
+        closer = getattr(self.model, "aclose", None)
+        if closer is not None:
+            await closer()
+        self.analytics.shutdown()
         await self.redis.aclose()
         await self.db.dispose()
         if self.embedded is not None:
@@ -99,12 +114,52 @@ def build_runtime(settings: Settings) -> Runtime:
         blind_index=BlindIndex.from_spec(settings.blind_index_key),
         default_region=settings.default_phone_region,
     )
+    events = EventStreams(redis, settings.key_prefix)
+    queue = ArqQueue(settings.redis_url, settings.arq_queue)
+    model: ChatModel = (
+        OpenAIChatModel(
+            api_key=settings.openai_api_key,
+            model=settings.ai_model,
+            base_url=settings.openai_base_url,
+            timeout_seconds=settings.ai_timeout_seconds,
+            idle_timeout_seconds=settings.ai_idle_timeout_seconds,
+            max_retries=settings.ai_max_retries,
+        )
+        if settings.openai_api_key
+        else OfflineChatModel()
+    )
+    analytics = (
+        PostHogAnalytics(api_key=settings.posthog_api_key, host=settings.posthog_host)
+        if settings.posthog_api_key
+        else NoAnalytics()
+    )
     return Runtime(
         settings=settings,
         db=db,
         redis=redis,
         verifier=verifier,
         authenticator=Authenticator(db, verifier),
-        app_services=AppServices(uow=db, vault=vault),
+        app_services=AppServices(uow=db, vault=vault, queue=queue, feed=ChatReplyFeed(events)),
+        events=events,
+        queue=queue,
+        model=model,
+        analytics=analytics,
         embedded=embedded,
+    )
+
+
+async def worker_runtime(settings: Settings) -> WorkerRuntime:
+    """The clients an ARQ worker's jobs use: a Runtime of its own (own pools), seen through jobs' eyes."""
+    runtime = await asyncio.to_thread(build_runtime, settings)
+    return WorkerRuntime(
+        db=runtime.db,
+        events=runtime.events,
+        model=runtime.model,
+        analytics=runtime.analytics,
+        queue=runtime.queue,
+        settings=JobSettings(
+            ai_timeout_seconds=runtime.settings.ai_timeout_seconds,
+            askvx_retention_days=runtime.settings.askvx_retention_days,
+        ),
+        close=runtime.aclose,
     )

@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     posthog_api_key: str | None = Field(None, alias="POSTHOG_API_KEY")
     posthog_host: str = Field("https://us.i.posthog.com", alias="POSTHOG_HOST")
     openai_api_key: str | None = Field(None, alias="OPENAI_API_KEY")
+    openai_base_url: str | None = Field(None, alias="OPENAI_BASE_URL")
+    ai_model: str = Field("gpt-5", alias="BRANDVX_AI_MODEL")
+    ai_timeout_seconds: float = Field(120.0, alias="BRANDVX_AI_TIMEOUT_SECONDS", gt=0)
+    ai_idle_timeout_seconds: float = Field(30.0, alias="BRANDVX_AI_IDLE_TIMEOUT_SECONDS", gt=0)
+    ai_max_retries: int = Field(2, alias="BRANDVX_AI_MAX_RETRIES", ge=0, le=10)
+    askvx_retention_days: int = Field(90, alias="BRANDVX_ASKVX_RETENTION_DAYS", ge=1)
+    worker_metrics_port: int | None = Field(None, alias="BRANDVX_WORKER_METRICS_PORT")
     log_level: str = Field("INFO", alias="BRANDVX_LOG_LEVEL")
     inline_worker: bool | None = Field(None, alias="BRANDVX_INLINE_WORKER")
 

@@ -151,3 +151,87 @@ class NewContact:
     email_consent: bool
     tags: tuple[str, ...]
     source: str
+
+
+class ChatRole(StrEnum):
+    USER = "USER"
+    ASSISTANT = "ASSISTANT"
+    SYSTEM = "SYSTEM"
+
+
+class ChatMessageStatus(StrEnum):
+    STREAMING = "STREAMING"
+    COMPLETE = "COMPLETE"
+    FAILED = "FAILED"
+
+
+class JobStatus(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+@dataclass(frozen=True)
+class Plan:
+    tier: PlanTier
+    name: str
+    price_cents: int
+    ai_tokens_monthly: int
+    messages_monthly: int
+
+
+@dataclass(frozen=True)
+class AiUsage:
+    """This month's AI use of a tenant against its plan's caps."""
+
+    plan: Plan
+    tokens_used: int
+    messages_used: int
+
+
+@dataclass(frozen=True)
+class ChatSession:
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    title: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    session_id: uuid.UUID
+    role: ChatRole
+    content: str
+    status: ChatMessageStatus
+    error: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class TrainvxMemory:
+    id: uuid.UUID
+    key: str
+    value: str
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Job:
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    kind: str
+    status: JobStatus
+    progress: float
+    message: str | None
+    result: dict[str, Any] | None
+    error: str | None
+    created_at: datetime
+    updated_at: datetime

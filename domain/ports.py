@@ -8,16 +8,26 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
+from domain.ai import Usage
 from domain.model import (
     Actor,
+    AiUsage,
     ApiKey,
     ApiScope,
+    ChatMessage,
+    ChatMessageStatus,
+    ChatRole,
+    ChatSession,
     Contact,
+    Job,
+    JobStatus,
     NewContact,
     OnboardingStepKey,
+    Plan,
     Role,
     Tenant,
     TenantSettings,
+    TrainvxMemory,
 )
 from domain.pagination import Page, PageRequest
 
@@ -76,6 +86,73 @@ class ContactRepository(Protocol):
     async def by_ids(self, ids: Sequence[uuid.UUID]) -> Sequence[Contact]: ...
 
 
+class ChatRepository(Protocol):
+    async def add_session(
+        self, session_id: uuid.UUID, *, tenant_id: uuid.UUID, user_id: str, title: str
+    ) -> ChatSession: ...
+    async def session(self, session_id: uuid.UUID) -> ChatSession | None: ...
+    async def sessions(self, page: PageRequest) -> Page[ChatSession]: ...
+    async def add_message(
+        self,
+        message_id: uuid.UUID,
+        *,
+        session_id: uuid.UUID,
+        role: ChatRole,
+        content: str,
+        status: ChatMessageStatus,
+    ) -> ChatMessage: ...
+    async def message(self, message_id: uuid.UUID) -> ChatMessage | None: ...
+    async def messages_pages(
+        self, session_ids: Sequence[uuid.UUID], page: PageRequest
+    ) -> dict[uuid.UUID, Page[ChatMessage]]: ...
+    async def recent_turns(
+        self, session_id: uuid.UUID, *, before: datetime, limit: int
+    ) -> list[ChatMessage]: ...
+    async def complete(self, message_id: uuid.UUID, *, content: str, usage: Usage, model: str) -> None: ...
+    async def fail(self, message_id: uuid.UUID, *, content: str, error: str) -> None: ...
+    async def fail_stale(self, *, older_than: datetime, error: str) -> int: ...
+    async def purge_before(self, cutoff: datetime) -> int: ...
+
+
+class MemoryRepository(Protocol):
+    async def trainvx(self) -> list[TrainvxMemory]: ...
+    async def upsert(self, key: str, value: str) -> TrainvxMemory: ...
+    async def delete(self, key: str) -> bool: ...
+    async def summary(self) -> str: ...
+    async def save_summary(self, summary: str) -> None: ...
+
+
+class UsageRepository(Protocol):
+    async def current(self, tenant_id: uuid.UUID) -> AiUsage: ...
+    async def count_message(self, tenant_id: uuid.UUID) -> AiUsage: ...
+    async def add_tokens(self, tenant_id: uuid.UUID, tokens: int) -> None: ...
+    async def plans(self) -> list[Plan]: ...
+
+
+class JobRepository(Protocol):
+    async def add(
+        self, job_id: uuid.UUID, *, tenant_id: uuid.UUID, kind: str, dedupe_key: str | None
+    ) -> Job: ...
+    async def get(self, job_id: uuid.UUID) -> Job | None: ...
+    async def active_with_key(self, dedupe_key: str) -> Job | None: ...
+    async def update(
+        self,
+        job_id: uuid.UUID,
+        *,
+        status: JobStatus | None = None,
+        progress: float | None = None,
+        message: str | None = None,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> Job | None: ...
+
+
+class ArtifactRepository(Protocol):
+    async def add(
+        self, *, tenant_id: uuid.UUID, kind: str, content: str, job_id: uuid.UUID | None
+    ) -> uuid.UUID: ...
+
+
 class UnitOfWork(Protocol):
     """One transaction, scoped to one tenant (or none) by the persistence layer."""
 
@@ -89,6 +166,16 @@ class UnitOfWork(Protocol):
     def api_keys(self) -> ApiKeyRepository: ...
     @property
     def contacts(self) -> ContactRepository: ...
+    @property
+    def chat(self) -> ChatRepository: ...
+    @property
+    def memories(self) -> MemoryRepository: ...
+    @property
+    def usage(self) -> UsageRepository: ...
+    @property
+    def jobs(self) -> JobRepository: ...
+    @property
+    def artifacts(self) -> ArtifactRepository: ...
 
     async def enter_tenant(self, tenant_id: uuid.UUID) -> None:
         """Scope the rest of this transaction to a tenant created in it."""

@@ -1,4 +1,4 @@
-"""ARQ worker: settings, startup/shutdown, and the jobs it runs."""
+"""ARQ worker: settings, startup/shutdown, the functions and cron jobs it runs."""
 
 from __future__ import annotations
 
@@ -6,21 +6,19 @@ import logging
 import os
 import socket
 import time
-from typing import Any, TypedDict
+from collections.abc import Awaitable, Callable
 
-from arq import cron
+from arq import cron, func
 from arq.connections import RedisSettings
 from arq.worker import Worker
+
+from jobs.askvx import askvx_reply, askvx_retention, askvx_sweep, generate_strategy
+from jobs.context import WorkerContext, WorkerRuntime
 
 log = logging.getLogger("brandvx.worker")
 
 HEARTBEAT_TTL_SECONDS = 30
-
-
-class WorkerContext(TypedDict, total=False):
-    redis: Any
-    heartbeat_key: str
-    worker_id: str
+REPLY_TIMEOUT_SECONDS = 300
 
 
 def heartbeat_key(key_prefix: str) -> str:
@@ -35,18 +33,35 @@ async def heartbeat(ctx: WorkerContext) -> None:
 
 
 def build_worker(
-    *, redis_url: str, queue_name: str, key_prefix: str, burst: bool = False, handle_signals: bool = True
+    *,
+    redis_url: str,
+    queue_name: str,
+    key_prefix: str,
+    make_runtime: Callable[[], Awaitable[WorkerRuntime]],
+    burst: bool = False,
+    handle_signals: bool = True,
 ) -> Worker:
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
 
     async def startup(ctx: WorkerContext) -> None:
+        ctx["runtime"] = await make_runtime()
         ctx["heartbeat_key"] = heartbeat_key(key_prefix)
         ctx["worker_id"] = worker_id
         await heartbeat(ctx)
         log.info("worker %s listening on %s", worker_id, queue_name)
 
+    async def shutdown(ctx: WorkerContext) -> None:
+        runtime = ctx.get("runtime")
+        if runtime is not None:
+            await runtime.close()
+
     return Worker(
-        functions=[],
+        functions=[
+            # A reply is not retried: a second run after a partial stream would repeat text. A reply
+            # whose worker died is failed by the sweep, and the operator asks again.
+            func(askvx_reply, name="askvx_reply", max_tries=1, timeout=REPLY_TIMEOUT_SECONDS),  # type: ignore[arg-type]
+            func(generate_strategy, name="generate_strategy", max_tries=1, timeout=REPLY_TIMEOUT_SECONDS),  # type: ignore[arg-type]
+        ],
         cron_jobs=[
             cron(
                 heartbeat,  # type: ignore[arg-type]
@@ -55,15 +70,18 @@ def build_worker(
                 unique=False,
                 run_at_startup=True,
                 timeout=5,
-            )
+            ),
+            cron(askvx_sweep, name="askvx_sweep", minute=set(range(0, 60, 5)), second=7, timeout=120),  # type: ignore[arg-type]
+            cron(askvx_retention, name="askvx_retention", hour={3}, minute={17}, second=0, timeout=3600),  # type: ignore[arg-type]
         ],
         redis_settings=RedisSettings.from_dsn(redis_url),
         queue_name=queue_name,
         on_startup=startup,  # type: ignore[arg-type]
+        on_shutdown=shutdown,  # type: ignore[arg-type]
         health_check_interval=10,
         handle_signals=handle_signals,
         burst=burst,
-        job_timeout=300,
-        max_jobs=10,
+        job_timeout=REPLY_TIMEOUT_SECONDS,
+        max_jobs=50,
         keep_result=3600,
     )

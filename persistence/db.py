@@ -12,6 +12,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from domain.model import Actor
+from persistence.askvx_repos import ArtifactRepo, ChatRepo, JobRepo, MemoryRepo, UsageRepo
 from persistence.repositories import ApiKeyRepo, ContactRepo, OnboardingRepo, SettingsRepo, TenantRepo
 
 # One statement sets every scope variable, transaction-local (`true`): a pooled connection never
@@ -32,6 +33,11 @@ class SqlUnitOfWork:
         self.onboarding = OnboardingRepo(self.connection)
         self.api_keys = ApiKeyRepo(self.connection)
         self.contacts = ContactRepo(self.connection)
+        self.chat = ChatRepo(self.connection)
+        self.memories = MemoryRepo(self.connection)
+        self.usage = UsageRepo(self.connection)
+        self.jobs = JobRepo(self.connection)
+        self.artifacts = ArtifactRepo(self.connection)
 
     async def enter_tenant(self, tenant_id: uuid.UUID) -> None:
         await self.connection.execute(

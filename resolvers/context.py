@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 from strawberry.dataloader import DataLoader
 
+from domain.ai import ReplyFeed
 from domain.contacts import PiiVault
 from domain.errors import Forbidden
-from domain.model import Actor, Contact, Tenant
+from domain.jobs import JobQueue
+from domain.model import Actor, ChatMessage, Contact, Tenant
+from domain.pagination import Page, PageRequest
 from domain.ports import UnitOfWork, UnitOfWorkFactory
 
 
@@ -20,12 +24,15 @@ class AppServices:
 
     uow: UnitOfWorkFactory
     vault: PiiVault
+    queue: JobQueue
+    feed: ReplyFeed
 
 
 @dataclass
 class Loaders:
     tenant_by_id: DataLoader[uuid.UUID, Tenant | None]
     contact_by_id: DataLoader[uuid.UUID, Contact | None]
+    messages_by_session: DataLoader[tuple[uuid.UUID, PageRequest], Page[ChatMessage]]
 
 
 @dataclass
@@ -43,7 +50,7 @@ class Context:
             raise Forbidden("Not signed in")
         return self.actor
 
-    def transaction(self) -> Any:
+    def transaction(self) -> AbstractAsyncContextManager[UnitOfWork]:
         return self.services.uow.for_actor(self.require_actor)
 
     @property

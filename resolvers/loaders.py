@@ -7,7 +7,9 @@ from collections.abc import Sequence
 
 from strawberry.dataloader import DataLoader
 
-from domain.model import Actor, Contact, Tenant
+from domain import askvx
+from domain.model import Actor, ChatMessage, Contact, Tenant
+from domain.pagination import Page, PageRequest
 from domain.ports import UnitOfWorkFactory
 from resolvers.context import Loaders
 
@@ -23,7 +25,20 @@ def build_loaders(uow: UnitOfWorkFactory, actor: Actor) -> Loaders:
             found = {c.id: c for c in await tx.contacts.by_ids(ids)}
         return [found.get(i) for i in ids]
 
+    async def messages(keys: Sequence[tuple[uuid.UUID, PageRequest]]) -> list[Page[ChatMessage]]:
+        # One query per distinct page request (in practice one: a list asks every session alike).
+        by_page: dict[PageRequest, list[uuid.UUID]] = {}
+        for session_id, page in keys:
+            by_page.setdefault(page, []).append(session_id)
+        results: dict[tuple[uuid.UUID, PageRequest], Page[ChatMessage]] = {}
+        async with uow.for_actor(actor) as tx:
+            for page, session_ids in by_page.items():
+                pages = await askvx.session_messages(tx, actor, session_ids=session_ids, page=page)
+                results.update({(sid, page): pages[sid] for sid in session_ids})
+        return [results[key] for key in keys]
+
     return Loaders(
         tenant_by_id=DataLoader(load_fn=tenants),
         contact_by_id=DataLoader(load_fn=contacts),
+        messages_by_session=DataLoader(load_fn=messages),
     )

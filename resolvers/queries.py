@@ -44,7 +44,7 @@ async def list_contacts(
         )
 
 
-async def node(ctx: Context, type_name: str, ident: uuid.UUID) -> Tenant | Contact | ApiKey | None:
+async def node(ctx: Context, type_name: str, ident: uuid.UUID) -> object | None:
     """Anything of the caller's tenant; RLS makes everything else invisible, so it is simply not found."""
     actor = ctx.require_actor
     if actor.tenant_id is None:
@@ -55,8 +55,16 @@ async def node(ctx: Context, type_name: str, ident: uuid.UUID) -> Tenant | Conta
         return await ctx.loaders.tenant_by_id.load(ident) if ident == actor.tenant_id else None
     if type_name == "Contact":
         return await ctx.loaders.contact_by_id.load(ident)
-    if type_name == "ApiKey":
-        async with ctx.transaction() as uow:
+    async with ctx.transaction() as uow:
+        if type_name == "ApiKey":
             found = await uow.api_keys.by_ids([ident])
-        return found[0] if found else None
+            return found[0] if found else None
+        if type_name == "ChatSession":
+            return await uow.chat.session(ident)
+        if type_name == "ChatMessage":
+            return await uow.chat.message(ident)
+        if type_name == "Job":
+            return await uow.jobs.get(ident)
+        if type_name == "TrainvxMemory":
+            return next((m for m in await uow.memories.trainvx() if m.id == ident), None)
     return None

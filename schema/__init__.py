@@ -19,9 +19,11 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from schema.api_keys import ApiKey
+from schema.askvx import ChatMessage, ChatSession, TrainvxMemory
 from schema.contacts import Contact
 from schema.errors import ErrorCodes, MaskInternalErrors
-from schema.root import Mutation, Query
+from schema.jobs import Job
+from schema.root import Mutation, Query, Subscription
 from schema.tenancy import Tenant
 
 
@@ -58,7 +60,8 @@ def build_schema(
     return BrandvxSchema(
         query=Query,
         mutation=Mutation,
-        types=[Tenant, Contact, ApiKey],
+        subscription=Subscription,
+        types=[Tenant, Contact, ApiKey, ChatSession, ChatMessage, TrainvxMemory, Job],
         extensions=extensions,
         config=StrawberryConfig(disable_field_suggestions=not introspection),
     )

@@ -21,8 +21,11 @@ from schema.api_keys import (
     RevokeApiKeyInput,
     RevokeApiKeyPayload,
 )
+from schema.askvx import ChatMessage, ChatSession, TrainvxMemory
+from schema.askvx_root import AskvxMutation, AskvxQuery, AskvxSubscription
 from schema.common import AppInfo, Node, UserError, expect_global_id, from_global_id
 from schema.contacts import Contact, ContactConnection, CreateContactInput, CreateContactPayload
+from schema.jobs import Job
 from schema.tenancy import (
     CompleteOnboardingStepInput,
     CompleteOnboardingStepPayload,
@@ -38,7 +41,7 @@ from schema.tenancy import (
 
 
 @strawberry.type
-class Query:
+class Query(AskvxQuery):
     @strawberry.field(description="Any object of the caller's tenant by global ID; null for anything else.")
     async def node(self, info: AppInfo, id: strawberry.ID) -> Node | None:
         parsed = from_global_id(id)
@@ -47,7 +50,15 @@ class Query:
         found = await queries.node(info.context, *parsed)
         if found is None:
             return None
-        mapper = {"Tenant": Tenant, "Contact": Contact, "ApiKey": ApiKey}[parsed[0]]
+        mapper = {
+            "Tenant": Tenant,
+            "Contact": Contact,
+            "ApiKey": ApiKey,
+            "ChatSession": ChatSession,
+            "ChatMessage": ChatMessage,
+            "TrainvxMemory": TrainvxMemory,
+            "Job": Job,
+        }[parsed[0]]
         return mapper.from_domain(found)  # type: ignore[attr-defined, no-any-return]
 
     @strawberry.field
@@ -77,7 +88,7 @@ class Query:
 
 
 @strawberry.type
-class Mutation:
+class Mutation(AskvxMutation):
     @strawberry.mutation(description="Create a tenant; the caller becomes its OWNER_ADMIN.")
     async def create_tenant(self, info: AppInfo, input: CreateTenantInput) -> CreateTenantPayload:
         try:
@@ -153,3 +164,8 @@ class Mutation:
         except DomainError as e:
             return CreateContactPayload(user_errors=UserError.list_of(e))
         return CreateContactPayload(contact=Contact.from_domain(contact))
+
+
+@strawberry.type
+class Subscription(AskvxSubscription):
+    pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -15,7 +16,7 @@ import pytest
 from brandvx.runtime import Runtime
 from brandvx.settings import Settings
 from domain.model import Actor, Role
-from resolvers.context import AppServices, Context
+from resolvers.context import Context
 from schema import build_schema
 from tests.conftest import TenantFixture, gql
 
@@ -283,7 +284,7 @@ async def test_internal_errors_are_masked_and_logged(
 ) -> None:
     schema = build_schema()
     context = Context(
-        services=AppServices(uow=_BrokenUnitOfWork(), vault=runtime.app_services.vault),  # type: ignore[arg-type]
+        services=dataclasses.replace(runtime.app_services, uow=_BrokenUnitOfWork()),  # type: ignore[arg-type]
         actor=Actor(user_id="u", tenant_id=uuid.uuid4(), role=Role.OWNER_ADMIN),
     )
     with caplog.at_level(logging.ERROR, logger="brandvx.graphql"):
@@ -313,7 +314,7 @@ async def test_internal_errors_are_masked_and_logged(
 async def test_each_internal_error_gets_its_own_id(runtime: Runtime) -> None:
     schema = build_schema()
     context = Context(
-        services=AppServices(uow=_BrokenUnitOfWork(), vault=runtime.app_services.vault),  # type: ignore[arg-type]
+        services=dataclasses.replace(runtime.app_services, uow=_BrokenUnitOfWork()),  # type: ignore[arg-type]
         actor=Actor(user_id="u", tenant_id=uuid.uuid4(), role=Role.OWNER_ADMIN),
     )
     ids = []
@@ -328,7 +329,7 @@ async def test_each_internal_error_gets_its_own_id(runtime: Runtime) -> None:
 
 async def test_domain_errors_are_not_masked(runtime: Runtime) -> None:
     schema = build_schema()
-    context = Context(services=AppServices(uow=_BrokenUnitOfWork(), vault=runtime.app_services.vault))  # type: ignore[arg-type]
+    context = Context(services=dataclasses.replace(runtime.app_services, uow=_BrokenUnitOfWork()))  # type: ignore[arg-type]
     result = await schema.execute("{ settings { timezone } }", context_value=context)
     assert result.errors is not None
     (error,) = result.errors

@@ -1,0 +1,171 @@
+"""AskVX jobs: stream a reply, write a strategy document, purge old messages, fail stuck replies."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prometheus_client import Counter, Histogram
+
+from domain import askvx, jobs, prompts
+from domain.ai import ModelError, PromptMessage, TextDelta, Usage
+from jobs.context import WorkerContext
+from persistence.askvx_repos import tenant_ids
+
+log = logging.getLogger("brandvx.jobs.askvx")
+
+AI_CHAT_USED = Counter("ai_chat_used_total", "AskVX replies produced", ["tenant_plan"])
+AI_FIRST_TOKEN = Histogram(
+    "ai_reply_first_token_seconds",
+    "Time from job start to the first text delta",
+    buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30),
+)
+AI_TOTAL = Histogram(
+    "ai_reply_seconds",
+    "Time from job start to the end of the reply",
+    buckets=(0.5, 1, 2, 4, 8, 15, 30, 60, 120),
+)
+AI_ERRORS = Counter("ai_reply_errors_total", "AskVX replies that failed", ["kind"])
+
+STUCK_AFTER = timedelta(minutes=10)
+SYSTEM_ROLE = "SYSTEM"
+
+
+async def askvx_reply(ctx: WorkerContext, tenant_id: str, message_id: str) -> str:
+    rt = ctx["runtime"]
+    tenant, message = uuid.UUID(tenant_id), uuid.UUID(message_id)
+    async with rt.db.transaction(tenant_id=tenant, role=SYSTEM_ROLE) as uow:
+        work = await askvx.prepare_reply(uow, tenant, message)
+        plan = (await uow.usage.current(tenant)).plan.tier.value if work else ""
+    if work is None:
+        return "already answered"
+    key = rt.events.chat_key(message_id)
+    started = time.perf_counter()
+    parts: list[str] = []
+    usage: Usage | None = None
+    error: ModelError | None = None
+    try:
+        async with asyncio.timeout(rt.settings.ai_timeout_seconds):
+            async for item in rt.model.stream(work.prompt):
+                if isinstance(item, TextDelta):
+                    if not parts:
+                        AI_FIRST_TOKEN.observe(time.perf_counter() - started)
+                    parts.append(item.text)
+                    await rt.events.append(key, {"d": item.text})
+                else:
+                    usage = item
+    except ModelError as exc:
+        error = exc
+    except TimeoutError:
+        error = ModelError("timeout", "The AI provider took too long to answer. Try again.")
+    if error is None and usage is None:
+        error = ModelError("cut", "The AI provider's reply was cut off.")
+    text = "".join(parts)
+    elapsed = time.perf_counter() - started
+    AI_TOTAL.observe(elapsed)
+    properties: dict[str, str | int | float | bool] = {
+        "model": rt.model.name,
+        "plan": plan,
+        "latency_ms": round(elapsed * 1000),
+        "offline": rt.model.offline,
+    }
+    if error is not None:
+        async with rt.db.transaction(tenant_id=tenant, role=SYSTEM_ROLE) as uow:
+            await askvx.fail_reply(uow, message, text=text, error=error.message)
+        await rt.events.close(key, {"error": error.message})
+        AI_ERRORS.labels(error.kind).inc()
+        rt.analytics.capture(tenant_id, "ask.response_error", {**properties, "error_kind": error.kind})
+        return f"failed: {error.kind}"
+    assert usage is not None
+    async with rt.db.transaction(tenant_id=tenant, role=SYSTEM_ROLE) as uow:
+        await askvx.finish_reply(uow, tenant, work, text=text, usage=usage, model=rt.model.name)
+    # The record is committed before subscribers hear "done", so a reload after "done" sees COMPLETE.
+    await rt.events.close(key, {})
+    AI_CHAT_USED.labels(plan).inc()
+    rt.analytics.capture(
+        tenant_id,
+        "ask.response_completed",
+        {**properties, "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
+    )
+    return "complete"
+
+
+async def generate_strategy(ctx: WorkerContext, tenant_id: str, job_id: str, goals: str | None) -> str:
+    rt = ctx["runtime"]
+    tenant, job = uuid.UUID(tenant_id), uuid.UUID(job_id)
+    key = rt.events.job_key(job_id)
+
+    async def report(fraction: float, message: str) -> None:
+        async with rt.db.transaction(tenant_id=tenant, role=SYSTEM_ROLE) as uow:
+            await jobs.progress(uow, job, fraction, message)
+        await rt.events.append(key, {"progress": f"{fraction:.3f}", "message": message})
+
+    async with rt.db.transaction(tenant_id=tenant, role=SYSTEM_ROLE) as uow:
+        started = await jobs.start(uow, job, "Reading your brand profile and TrainVX")
+        if started is None:
+            return "already finished"
+        settings = await uow.settings.get(tenant)
+        memories = await uow.memories.trainvx()
+    await rt.events.append(key, {"progress": "0.050", "message": "Reading your brand profile and TrainVX"})
+    base = askvx.build_prompt(settings, memories, "", [])
+    request = prompts.STRATEGY_PROMPT.format(goals=(goals or "").strip() or prompts.NO_GOALS)
+    prompt = [*base, PromptMessage("user", request)]
+    parts: list[str] = []
+    last_report = time.monotonic()
+    try:
+        async with asyncio.timeout(rt.settings.ai_timeout_seconds):
+            async for item in rt.model.stream(prompt):
+                if isinstance(item, TextDelta):
+                    parts.append(item.text)
+                    if time.monotonic() - last_report > 1.0:
+                        last_report = time.monotonic()
+                        written = sum(len(p) for p in parts)
+                        # Strategy documents run to a few thousand characters; progress is an estimate.
+                        await report(min(0.9, 0.1 + written / 6000), "Writing the strategy")
+    except (ModelError, TimeoutError) as exc:
+        message = exc.message if isinstance(exc, ModelError) else "The AI provider took too long to answer."
+        async with rt.db.transaction(tenant_id=tenant, role=SYSTEM_ROLE) as uow:
+            await jobs.fail(uow, job, message)
+        await rt.events.close(key, {"status": "FAILED", "error": message})
+        return "failed"
+    document = "".join(parts)
+    async with rt.db.transaction(tenant_id=tenant, role=SYSTEM_ROLE) as uow:
+        artifact = await uow.artifacts.add(tenant_id=tenant, kind="strategy", content=document, job_id=job)
+        await jobs.complete(
+            uow, job, {"artifactId": str(artifact), "kind": "strategy", "characters": len(document)}, "Done"
+        )
+    await rt.events.close(key, {"status": "COMPLETED", "progress": "1"})
+    return "complete"
+
+
+async def askvx_retention(ctx: WorkerContext) -> int:
+    """Delete AskVX messages older than the retention period, tenant by tenant."""
+    rt = ctx["runtime"]
+    cutoff = datetime.now(UTC) - timedelta(days=rt.settings.askvx_retention_days)
+    return await _each_tenant(ctx, lambda uow: uow.chat.purge_before(cutoff))
+
+
+async def askvx_sweep(ctx: WorkerContext) -> int:
+    """A reply still STREAMING long after any job could run (worker killed, enqueue lost) is failed."""
+    older_than = datetime.now(UTC) - STUCK_AFTER
+    return await _each_tenant(
+        ctx,
+        lambda uow: uow.chat.fail_stale(older_than=older_than, error="The reply was interrupted. Ask again."),
+    )
+
+
+async def _each_tenant(ctx: WorkerContext, action: Any) -> int:
+    rt = ctx["runtime"]
+    async with rt.db.engine.connect() as conn:
+        ids = await tenant_ids(conn)
+    total = 0
+    for tenant in ids:
+        async with rt.db.transaction(tenant_id=tenant, role=SYSTEM_ROLE) as uow:
+            total += await action(uow)
+    if total:
+        log.info("%s: %d rows across %d tenants", getattr(action, "__name__", "cron"), total, len(ids))
+    return total

@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from domain import jobs
+from domain.access import require_write
+from domain.model import Job, JobStatus
+from resolvers.context import Context
+
+STRATEGY_KIND = "strategy"
+
+
+async def generate_strategy(ctx: Context, *, goals: str | None) -> Job:
+    actor = ctx.require_actor
+    tenant_id = require_write(actor)
+    async with ctx.transaction() as uow:
+        # One strategy job at a time per tenant: asking again returns the running one.
+        job = await jobs.create_job(uow, tenant_id, kind=STRATEGY_KIND, dedupe_key=STRATEGY_KIND)
+    if job.status is JobStatus.PENDING:
+        await ctx.services.queue.enqueue(
+            "generate_strategy", str(tenant_id), str(job.id), goals, job_id=f"strategy:{job.id}"
+        )
+    return job

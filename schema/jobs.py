@@ -1,0 +1,46 @@
+"""Jobs as clients see them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+from strawberry.scalars import JSON
+
+from domain import model
+from schema.common import Node, UserError, to_global_id
+
+JobStatusEnum = strawberry.enum(model.JobStatus, name="JobStatus")
+
+
+@strawberry.type
+class Job(Node):
+    id: strawberry.ID
+    kind: str
+    status: JobStatusEnum  # type: ignore[valid-type]
+    progress: float
+    message: str | None
+    result: JSON | None
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_domain(cls, job: model.Job) -> Job:
+        return cls(
+            id=to_global_id("Job", job.id),
+            kind=job.kind,
+            status=job.status,
+            progress=job.progress,
+            message=job.message,
+            result=job.result,  # type: ignore[arg-type]  # JSON is a NewType over Any
+            error=job.error,
+            created_at=job.created_at,
+            updated_at=job.updated_at,
+        )
+
+
+@strawberry.type
+class JobPayload:
+    job: Job | None = None
+    user_errors: list[UserError] = strawberry.field(default_factory=list)

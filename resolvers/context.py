@@ -53,6 +53,9 @@ class Context:
     def transaction(self) -> AbstractAsyncContextManager[UnitOfWork]:
         return self.services.uow.for_actor(self.require_actor)
 
+    def reset_loaders(self) -> None:
+        self._loaders = None
+
     @property
     def loaders(self) -> Loaders:
         if self._loaders is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import strawberry
@@ -18,6 +19,7 @@ from strawberry.extensions.base_extension import SchemaExtension
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
+from resolvers.context import Context
 from schema.api_keys import ApiKey
 from schema.askvx import ChatMessage, ChatSession, TrainvxMemory
 from schema.contacts import Contact
@@ -25,6 +27,16 @@ from schema.errors import ErrorCodes, MaskInternalErrors
 from schema.jobs import Job
 from schema.root import Mutation, Query, Subscription
 from schema.tenancy import Tenant
+
+
+class FreshLoaders(SchemaExtension):
+    """DataLoaders cache per operation: a WebSocket connection shares one context across operations."""
+
+    def on_operation(self) -> Iterator[None]:
+        context = self.execution_context.context
+        if isinstance(context, Context):
+            context.reset_loaders()
+        yield
 
 
 class BrandvxSchema(strawberry.Schema):
@@ -52,6 +64,7 @@ def build_schema(
         lambda: ValidationCache(maxsize=512),
         MaskInternalErrors,
         ErrorCodes,
+        FreshLoaders,
     ]
     if not introspection:
         from strawberry.extensions import DisableIntrospection

@@ -235,3 +235,12 @@ class Job:
     error: str | None
     created_at: datetime
     updated_at: datetime
+
+
+class Provider(StrEnum):
+    SQUARE = "SQUARE"
+    ACUITY = "ACUITY"
+    GOOGLE = "GOOGLE"
+    APPLE = "APPLE"
+    SHOPIFY = "SHOPIFY"
+    HUBSPOT = "HUBSPOT"

@@ -34,7 +34,7 @@ class RetryPolicy:
 
 @dataclass
 class CircuitBreaker:
-    """Opens after ``threshold`` consecutive transient failures; lets one trial call through after ``cooldown``."""
+    """Opens after ``threshold`` consecutive transient failures; one trial call passes after ``cooldown``."""
 
     threshold: int = 5
     cooldown: float = 30.0

@@ -244,3 +244,64 @@ class Provider(StrEnum):
     APPLE = "APPLE"
     SHOPIFY = "SHOPIFY"
     HUBSPOT = "HUBSPOT"
+
+
+class ConnectionStatus(StrEnum):
+    CONNECTED = "CONNECTED"
+    EXPIRED = "EXPIRED"
+    ERROR = "ERROR"
+
+
+@dataclass(frozen=True)
+class Connection:
+    """A tenant's link to a provider. Tokens stay encrypted here; ``domain.connections`` opens them."""
+
+    id: uuid.UUID
+    provider: Provider
+    status: ConnectionStatus
+    account_id: str | None
+    access_token_ciphertext: bytes | None
+    refresh_token_ciphertext: bytes | None
+    expires_at: datetime | None
+    scopes: tuple[str, ...]
+    config: dict[str, Any]
+    sync_state: dict[str, Any]
+    last_error: str | None
+    connected_at: datetime
+    last_synced_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Appointment:
+    id: uuid.UUID
+    title: str
+    starts_at: datetime
+    ends_at: datetime
+    status: str
+    contact_id: uuid.UUID | None
+
+
+@dataclass(frozen=True)
+class AppointmentSource:
+    provider: Provider
+    external_id: str
+
+
+@dataclass(frozen=True)
+class InventoryItem:
+    id: uuid.UUID
+    sku: str
+    name: str
+    quantity: int
+    low_stock_threshold: int
+    price_cents: int
+    provider: Provider
+
+
+@dataclass(frozen=True)
+class InventorySummary:
+    total_skus: int
+    total_units: int
+    low_stock_count: int
+    value_cents: int
+    last_synced_at: datetime | None

@@ -21,19 +21,26 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Cursor:
-    sort_key: datetime
+    """A position in a list sorted by (sort_key, id): a timestamp for most lists, a name for some."""
+
+    sort_key: datetime | str
     id: uuid.UUID
 
     def encode(self) -> str:
-        raw = json.dumps([self.sort_key.isoformat(), str(self.id)], separators=(",", ":"))
+        key = (
+            ["t", self.sort_key.isoformat()] if isinstance(self.sort_key, datetime) else ["s", self.sort_key]
+        )
+        raw = json.dumps([*key, str(self.id)], separators=(",", ":"))
         return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
     @classmethod
     def decode(cls, value: str) -> Cursor:
         try:
             padded = value + "=" * (-len(value) % 4)
-            sort_key, ident = json.loads(base64.urlsafe_b64decode(padded.encode()))
-            return cls(datetime.fromisoformat(sort_key), uuid.UUID(ident))
+            kind, sort_key, ident = json.loads(base64.urlsafe_b64decode(padded.encode()))
+            if kind not in ("t", "s") or not isinstance(sort_key, str):
+                raise ValueError("unknown cursor kind")
+            return cls(datetime.fromisoformat(sort_key) if kind == "t" else sort_key, uuid.UUID(ident))
         except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as exc:
             raise InvalidInput("Invalid cursor", field=["after"]) from exc
 

@@ -155,6 +155,8 @@ jobs = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("started_at", DateTime(timezone=True)),
     Column("finished_at", DateTime(timezone=True)),
+    Column("cancel_requested", Boolean, nullable=False),
+    Column("attempts", Integer, nullable=False),
 )
 
 askvx_sessions = Table(
@@ -212,5 +214,93 @@ onboarding_artifacts = Table(
     Column("kind", Text, nullable=False),
     Column("content", Text, nullable=False),
     Column("job_id", UUID(as_uuid=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+connected_accounts = Table(
+    "connected_accounts",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("tenant_id", UUID(as_uuid=True), nullable=False),
+    Column("provider", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("account_id", Text),
+    Column("access_token_ciphertext", LargeBinary),
+    Column("refresh_token_ciphertext", LargeBinary),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("scopes", ARRAY(Text), nullable=False),
+    Column("config", JSONB, nullable=False),
+    Column("sync_state", JSONB, nullable=False),
+    Column("last_error", Text),
+    Column("connected_at", DateTime(timezone=True), nullable=False),
+    Column("last_synced_at", DateTime(timezone=True)),
+)
+
+provider_accounts = Table(
+    "provider_accounts",
+    metadata,
+    Column("provider", Text, primary_key=True),
+    Column("account_id", Text, primary_key=True),
+    Column("tenant", UUID(as_uuid=True), nullable=False),
+)
+
+webhook_events = Table(
+    "webhook_events",
+    metadata,
+    Column("provider", Text, primary_key=True),
+    Column("event_id", Text, primary_key=True),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+)
+
+appointments = Table(
+    "appointments",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("tenant_id", UUID(as_uuid=True), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("starts_at", DateTime(timezone=True), nullable=False),
+    Column("ends_at", DateTime(timezone=True), nullable=False),
+    Column("status", Text, nullable=False),
+    Column("contact_id", UUID(as_uuid=True)),
+    Column("shared_reference", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+appointment_sources = Table(
+    "appointment_sources",
+    metadata,
+    Column("tenant_id", UUID(as_uuid=True), primary_key=True),
+    Column("provider", Text, primary_key=True),
+    Column("external_id", Text, primary_key=True),
+    Column("appointment_id", UUID(as_uuid=True), nullable=False),
+    Column("seen_at", DateTime(timezone=True), nullable=False),
+)
+
+inventory_items = Table(
+    "inventory_items",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("tenant_id", UUID(as_uuid=True), nullable=False),
+    Column("provider", Text, nullable=False),
+    Column("external_id", Text, nullable=False),
+    Column("sku", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("low_stock_threshold", Integer, nullable=False),
+    Column("price_cents", BigInteger, nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("synced_at", DateTime(timezone=True), nullable=False),
+)
+
+sync_runs = Table(
+    "sync_runs",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("tenant_id", UUID(as_uuid=True), nullable=False),
+    Column("job_id", UUID(as_uuid=True)),
+    Column("provider", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("stats", JSONB, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )

@@ -1,0 +1,500 @@
+"""Connections, appointments, inventory and sync runs. Page-at-a-time statements: a sync of
+thousands of records costs a handful of statements per provider page, never one per record."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, delete, exists, func, insert, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from domain.model import (
+    Appointment,
+    AppointmentSource,
+    Connection,
+    ConnectionStatus,
+    InventoryItem,
+    InventorySummary,
+    NewContact,
+    Provider,
+)
+from domain.pagination import Cursor, Page, PageRequest
+from domain.sync import ExternalInventoryItem
+from domain.syncs import MATCH_TOLERANCE, PagePlan, StoredAppointment
+from persistence import tables as t
+from persistence.askvx_repos import SCOPED_TENANT
+
+
+def _connection(row: Any) -> Connection:
+    return Connection(
+        id=row.id,
+        provider=Provider(row.provider),
+        status=ConnectionStatus(row.status),
+        account_id=row.account_id,
+        access_token_ciphertext=row.access_token_ciphertext,
+        refresh_token_ciphertext=row.refresh_token_ciphertext,
+        expires_at=row.expires_at,
+        scopes=tuple(row.scopes),
+        config=row.config or {},
+        sync_state=row.sync_state or {},
+        last_error=row.last_error,
+        connected_at=row.connected_at,
+        last_synced_at=row.last_synced_at,
+    )
+
+
+class ConnectionRepo:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def get(self, provider: Provider) -> Connection | None:
+        row = (
+            await self._conn.execute(
+                select(t.connected_accounts).where(t.connected_accounts.c.provider == provider.value)
+            )
+        ).first()
+        return _connection(row) if row else None
+
+    async def all(self) -> list[Connection]:
+        rows = await self._conn.execute(
+            select(t.connected_accounts).order_by(t.connected_accounts.c.provider)
+        )
+        return [_connection(r) for r in rows]
+
+    async def save(
+        self,
+        *,
+        provider: Provider,
+        account_id: str | None,
+        access_token_ciphertext: bytes | None,
+        refresh_token_ciphertext: bytes | None,
+        expires_at: datetime | None,
+        scopes: Sequence[str],
+        config: dict[str, Any],
+    ) -> Connection:
+        values = {
+            "status": ConnectionStatus.CONNECTED.value,
+            "account_id": account_id,
+            "access_token_ciphertext": access_token_ciphertext,
+            "refresh_token_ciphertext": refresh_token_ciphertext,
+            "expires_at": expires_at,
+            "scopes": list(scopes),
+            "config": config,
+            "last_error": None,
+            "connected_at": func.now(),
+        }
+        stmt = pg_insert(t.connected_accounts).values(
+            id=uuid.uuid4(), tenant_id=SCOPED_TENANT, provider=provider.value, sync_state={}, **values
+        )
+        row = (
+            await self._conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["tenant_id", "provider"], set_={**values, "sync_state": {}}
+                ).returning(t.connected_accounts)
+            )
+        ).one()
+        if account_id:
+            directory = pg_insert(t.provider_accounts).values(
+                provider=provider.value, account_id=account_id, tenant=SCOPED_TENANT
+            )
+            await self._conn.execute(
+                directory.on_conflict_do_update(
+                    index_elements=["provider", "account_id"], set_={"tenant": SCOPED_TENANT}
+                )
+            )
+        return _connection(row)
+
+    async def update_tokens(
+        self,
+        provider: Provider,
+        *,
+        access_token_ciphertext: bytes,
+        refresh_token_ciphertext: bytes | None,
+        expires_at: datetime | None,
+    ) -> None:
+        values: dict[str, Any] = {
+            "access_token_ciphertext": access_token_ciphertext,
+            "expires_at": expires_at,
+        }
+        if refresh_token_ciphertext is not None:
+            values["refresh_token_ciphertext"] = refresh_token_ciphertext
+        await self._conn.execute(
+            update(t.connected_accounts)
+            .where(t.connected_accounts.c.provider == provider.value)
+            .values(**values)
+        )
+
+    async def mark(self, provider: Provider, status: ConnectionStatus, error: str | None) -> None:
+        await self._conn.execute(
+            update(t.connected_accounts)
+            .where(t.connected_accounts.c.provider == provider.value)
+            .values(status=status.value, last_error=error)
+        )
+
+    async def synced(self, provider: Provider, sync_state: dict[str, Any]) -> None:
+        await self._conn.execute(
+            update(t.connected_accounts)
+            .where(t.connected_accounts.c.provider == provider.value)
+            .values(last_synced_at=func.now(), sync_state=sync_state, last_error=None)
+        )
+
+    async def remove(self, provider: Provider) -> Connection | None:
+        row = (
+            await self._conn.execute(
+                delete(t.connected_accounts)
+                .where(t.connected_accounts.c.provider == provider.value)
+                .returning(t.connected_accounts)
+            )
+        ).first()
+        if row is not None and row.account_id:
+            await self._conn.execute(
+                delete(t.provider_accounts).where(
+                    t.provider_accounts.c.provider == provider.value,
+                    t.provider_accounts.c.account_id == row.account_id,
+                    t.provider_accounts.c.tenant == SCOPED_TENANT,
+                )
+            )
+        return _connection(row) if row else None
+
+
+async def tenant_for_account(conn: AsyncConnection, provider: Provider, account_id: str) -> uuid.UUID | None:
+    """Which tenant a webhook's provider account belongs to (platform directory, no tenant scope)."""
+    value = await conn.scalar(
+        select(t.provider_accounts.c.tenant).where(
+            t.provider_accounts.c.provider == provider.value, t.provider_accounts.c.account_id == account_id
+        )
+    )
+    return value if isinstance(value, uuid.UUID) else None
+
+
+async def first_seen_webhook(conn: AsyncConnection, provider: Provider, event_id: str) -> bool:
+    """Record an event id; False when it was seen before (a retry or a replay)."""
+    stmt = pg_insert(t.webhook_events).values(
+        provider=provider.value, event_id=event_id, received_at=func.now()
+    )
+    result = await conn.execute(stmt.on_conflict_do_nothing().returning(t.webhook_events.c.event_id))
+    return result.first() is not None
+
+
+def _stored(row: Any) -> StoredAppointment:
+    return StoredAppointment(row.id, row.starts_at, row.ends_at, row.contact_id, row.shared_reference)
+
+
+class SyncRepo:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def sources_for(self, provider: Provider, external_ids: Sequence[str]) -> dict[str, uuid.UUID]:
+        if not external_ids:
+            return {}
+        s = t.appointment_sources.c
+        rows = await self._conn.execute(
+            select(s.external_id, s.appointment_id).where(
+                s.provider == provider.value, s.external_id.in_(external_ids)
+            )
+        )
+        return {r.external_id: r.appointment_id for r in rows}
+
+    def _unlinked(self, provider: Provider) -> Any:
+        s = t.appointment_sources.c
+        return ~exists().where(s.appointment_id == t.appointments.c.id, s.provider == provider.value)
+
+    async def unlinked_by_reference(
+        self, provider: Provider, references: Sequence[str]
+    ) -> dict[str, StoredAppointment]:
+        if not references:
+            return {}
+        a = t.appointments.c
+        rows = await self._conn.execute(
+            select(t.appointments).where(a.shared_reference.in_(references), self._unlinked(provider))
+        )
+        return {r.shared_reference: _stored(r) for r in rows}
+
+    async def unlinked_near(
+        self, provider: Provider, contact_ids: Sequence[uuid.UUID], start_min: datetime, start_max: datetime
+    ) -> list[StoredAppointment]:
+        if not contact_ids:
+            return []
+        a = t.appointments.c
+        rows = await self._conn.execute(
+            select(t.appointments).where(
+                a.contact_id.in_(contact_ids),
+                a.starts_at.between(start_min - MATCH_TOLERANCE, start_max + MATCH_TOLERANCE),
+                self._unlinked(provider),
+            )
+        )
+        return [_stored(r) for r in rows]
+
+    async def contacts_by_index(self, field: str, digests: Sequence[bytes]) -> dict[bytes, uuid.UUID]:
+        if not digests:
+            return {}
+        column = t.contacts.c.email_bidx if field == "email" else t.contacts.c.phone_bidx
+        rows = await self._conn.execute(
+            select(column.label("bidx"), t.contacts.c.id).where(column.in_(digests))
+        )
+        return {r.bidx: r.id for r in rows}
+
+    async def insert_contacts(self, contacts: Sequence[NewContact]) -> int:
+        if not contacts:
+            return 0
+        rows = [
+            {
+                "id": c.id,
+                "tenant_id": SCOPED_TENANT,
+                "display_name": c.display_name,
+                "name_search": c.name_search,
+                "email_ciphertext": c.email_ciphertext,
+                "email_bidx": c.email_bidx,
+                "email_masked": c.email_masked,
+                "phone_ciphertext": c.phone_ciphertext,
+                "phone_bidx": c.phone_bidx,
+                "phone_masked": c.phone_masked,
+                "sms_consent": False,
+                "email_consent": False,
+                "tags": list(c.tags),
+                "source": c.source,
+                "created_at": func.now(),
+                "updated_at": func.now(),
+            }
+            for c in contacts
+        ]
+        result = await self._conn.execute(
+            pg_insert(t.contacts).values(rows).on_conflict_do_nothing().returning(t.contacts.c.id)
+        )
+        return len(result.all())
+
+    async def apply(self, provider: Provider, plan: PagePlan) -> None:
+        if plan.creates:
+            await self._conn.execute(
+                insert(t.appointments),
+                [
+                    {
+                        "id": w.appointment_id,
+                        "tenant_id": SCOPED_TENANT,
+                        "title": w.record.title[:500],
+                        "starts_at": w.record.starts_at,
+                        "ends_at": w.record.ends_at,
+                        "status": w.record.status,
+                        "contact_id": w.contact_id,
+                        "shared_reference": w.record.shared_reference,
+                        "created_at": func.now(),
+                        "updated_at": func.now(),
+                    }
+                    for w in plan.creates
+                ],
+            )
+        if plan.updates:
+            a = t.appointments.c
+            await self._conn.execute(
+                update(t.appointments)
+                .where(a.id == bindparam("b_id"))
+                .values(
+                    title=bindparam("b_title"),
+                    starts_at=bindparam("b_starts"),
+                    ends_at=bindparam("b_ends"),
+                    status=bindparam("b_status"),
+                    contact_id=func.coalesce(bindparam("b_contact"), a.contact_id),
+                    shared_reference=func.coalesce(a.shared_reference, bindparam("b_reference")),
+                    updated_at=func.now(),
+                ),
+                [
+                    {
+                        "b_id": w.appointment_id,
+                        "b_title": w.record.title[:500],
+                        "b_starts": w.record.starts_at,
+                        "b_ends": w.record.ends_at,
+                        "b_status": w.record.status,
+                        "b_contact": w.contact_id,
+                        "b_reference": w.record.shared_reference,
+                    }
+                    for w in plan.updates
+                ],
+            )
+        linked = [*plan.creates, *plan.matched]
+        if linked:
+            stmt = pg_insert(t.appointment_sources).values(
+                [
+                    {
+                        "tenant_id": SCOPED_TENANT,
+                        "provider": provider.value,
+                        "external_id": w.record.external_id,
+                        "appointment_id": w.appointment_id,
+                        "seen_at": func.now(),
+                    }
+                    for w in linked
+                ]
+            )
+            await self._conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["tenant_id", "provider", "external_id"], set_={"seen_at": func.now()}
+                )
+            )
+        if plan.updates:
+            s = t.appointment_sources.c
+            await self._conn.execute(
+                update(t.appointment_sources)
+                .where(
+                    s.provider == provider.value,
+                    s.external_id.in_([w.record.external_id for w in plan.updates]),
+                )
+                .values(seen_at=func.now())
+            )
+
+    async def appointments_page(self, start: datetime, end: datetime, page: PageRequest) -> Page[Appointment]:
+        a = t.appointments.c
+        query = select(t.appointments).where(a.starts_at < end, a.ends_at > start)
+        if page.after is not None:
+            query = query.where(tuple_(a.starts_at, a.id) > tuple_(page.after.sort_key, page.after.id))
+        rows = (await self._conn.execute(query.order_by(a.starts_at, a.id).limit(page.first + 1))).all()
+        items = [
+            Appointment(
+                id=r.id,
+                title=r.title,
+                starts_at=r.starts_at,
+                ends_at=r.ends_at,
+                status=r.status,
+                contact_id=r.contact_id,
+            )
+            for r in rows[: page.first]
+        ]
+        return Page(
+            items=items,
+            cursors=[Cursor(i.starts_at, i.id) for i in items],
+            has_next=len(rows) > page.first,
+            has_previous=page.after is not None,
+        )
+
+    async def sources_of(
+        self, appointment_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, list[AppointmentSource]]:
+        s = t.appointment_sources.c
+        rows = await self._conn.execute(
+            select(s.appointment_id, s.provider, s.external_id)
+            .where(s.appointment_id.in_(appointment_ids))
+            .order_by(s.provider, s.external_id)
+        )
+        found: dict[uuid.UUID, list[AppointmentSource]] = {i: [] for i in appointment_ids}
+        for r in rows:
+            found[r.appointment_id].append(AppointmentSource(Provider(r.provider), r.external_id))
+        return found
+
+    async def upsert_inventory(
+        self, items: Sequence[ExternalInventoryItem], *, default_threshold: int
+    ) -> None:
+        if not items:
+            return
+        stmt = pg_insert(t.inventory_items).values(
+            [
+                {
+                    "id": uuid.uuid4(),
+                    "tenant_id": SCOPED_TENANT,
+                    "provider": i.provider.value,
+                    "external_id": i.external_id,
+                    "sku": i.sku,
+                    "name": i.name[:500],
+                    "quantity": i.quantity,
+                    "low_stock_threshold": i.low_stock_threshold
+                    if i.low_stock_threshold is not None
+                    else default_threshold,
+                    "price_cents": i.price_cents,
+                    "currency": i.currency,
+                    "synced_at": func.now(),
+                }
+                for i in items
+            ]
+        )
+        excluded = stmt.excluded
+        await self._conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["tenant_id", "provider", "external_id"],
+                set_={
+                    "sku": excluded.sku,
+                    "name": excluded.name,
+                    "quantity": excluded.quantity,
+                    "low_stock_threshold": excluded.low_stock_threshold,
+                    "price_cents": excluded.price_cents,
+                    "currency": excluded.currency,
+                    "synced_at": excluded.synced_at,
+                },
+            )
+        )
+
+    async def remove_unseen_inventory(self, provider: Provider, *, synced_before: datetime) -> int:
+        i = t.inventory_items.c
+        result = await self._conn.execute(
+            delete(t.inventory_items).where(i.provider == provider.value, i.synced_at < synced_before)
+        )
+        return result.rowcount
+
+    async def inventory_page(self, page: PageRequest, *, low_stock_only: bool) -> Page[InventoryItem]:
+        i = t.inventory_items.c
+        query = select(t.inventory_items)
+        if low_stock_only:
+            query = query.where(i.quantity <= i.low_stock_threshold)
+        if page.after is not None:
+            query = query.where(tuple_(i.name, i.id) > tuple_(str(page.after.sort_key), page.after.id))
+        rows = (await self._conn.execute(query.order_by(i.name, i.id).limit(page.first + 1))).all()
+        items = [
+            InventoryItem(
+                id=r.id,
+                sku=r.sku,
+                name=r.name,
+                quantity=r.quantity,
+                low_stock_threshold=r.low_stock_threshold,
+                price_cents=r.price_cents,
+                provider=Provider(r.provider),
+            )
+            for r in rows[: page.first]
+        ]
+        return Page(
+            items=items,
+            cursors=[Cursor(r.name, r.id) for r in rows[: page.first]],
+            has_next=len(rows) > page.first,
+            has_previous=page.after is not None,
+        )
+
+    async def inventory_summary(self) -> InventorySummary:
+        i = t.inventory_items.c
+        row = (
+            await self._conn.execute(
+                select(
+                    func.count(),
+                    func.coalesce(func.sum(func.greatest(i.quantity, 0)), 0),
+                    func.count().filter(i.quantity <= i.low_stock_threshold),
+                    func.coalesce(func.sum(func.greatest(i.quantity, 0) * i.price_cents), 0),
+                    func.max(i.synced_at),
+                )
+            )
+        ).one()
+        return InventorySummary(
+            total_skus=int(row[0]),
+            total_units=int(row[1]),
+            low_stock_count=int(row[2]),
+            value_cents=int(row[3]),
+            last_synced_at=row[4],
+        )
+
+    async def add_run(
+        self,
+        *,
+        tenant_id: uuid.UUID,
+        job_id: uuid.UUID | None,
+        provider: Provider,
+        kind: str,
+        stats: dict[str, Any],
+    ) -> None:
+        await self._conn.execute(
+            insert(t.sync_runs).values(
+                id=uuid.uuid4(),
+                tenant_id=tenant_id,
+                job_id=job_id,
+                provider=provider.value,
+                kind=kind,
+                stats=stats,
+                created_at=func.now(),
+            )
+        )

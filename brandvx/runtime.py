@@ -19,6 +19,7 @@ from domain.crypto import BlindIndex, Keyring
 from integrations.auth_jwt import JwtVerifier
 from integrations.openai_responses import OfflineChatModel, OpenAIChatModel
 from integrations.posthog_analytics import NoAnalytics, PostHogAnalytics
+from integrations.registry import ProviderClients, ProviderSettings
 from jobs.context import JobSettings, WorkerRuntime
 from jobs.queue import ArqQueue
 from persistence.db import Database
@@ -58,6 +59,8 @@ class Runtime:
     queue: ArqQueue
     model: ChatModel
     analytics: PostHogAnalytics | NoAnalytics
+    vault: PiiVault
+    providers: ProviderClients
     embedded: EmbeddedServers | None = None
     background: list[asyncio.Task[Any]] = field(default_factory=list)
 
@@ -72,6 +75,7 @@ class Runtime:
         if self.verifier is not None:
             await self.verifier.aclose()
         await self.queue.aclose()
+        await self.providers.aclose()
         closer = getattr(self.model, "aclose", None)
         if closer is not None:
             await closer()
@@ -144,7 +148,30 @@ def build_runtime(settings: Settings) -> Runtime:
         queue=queue,
         model=model,
         analytics=analytics,
+        vault=vault,
+        providers=ProviderClients(provider_settings(settings)),
         embedded=embedded,
+    )
+
+
+def provider_settings(settings: Settings) -> ProviderSettings:
+    return ProviderSettings(
+        square_client_id=settings.square_client_id,
+        square_client_secret=settings.square_client_secret,
+        square_base_url=settings.square_base_url,
+        acuity_client_id=settings.acuity_client_id,
+        acuity_client_secret=settings.acuity_client_secret,
+        acuity_base_url=settings.acuity_base_url,
+        google_client_id=settings.google_client_id,
+        google_client_secret=settings.google_client_secret,
+        google_auth_base_url=settings.google_auth_base_url,
+        google_token_base_url=settings.google_token_base_url,
+        google_api_base_url=settings.google_api_base_url,
+        shopify_client_id=settings.shopify_client_id,
+        shopify_client_secret=settings.shopify_client_secret,
+        shopify_api_version=settings.shopify_api_version,
+        shopify_base_url_overrides=settings.shopify_base_url_overrides or None,
+        apple_caldav_url=settings.apple_caldav_url,
     )
 
 
@@ -160,6 +187,11 @@ async def worker_runtime(settings: Settings) -> WorkerRuntime:
         settings=JobSettings(
             ai_timeout_seconds=runtime.settings.ai_timeout_seconds,
             askvx_retention_days=runtime.settings.askvx_retention_days,
+            sync_past_days=runtime.settings.sync_past_days,
+            sync_future_days=runtime.settings.sync_future_days,
+            low_stock_default=runtime.settings.low_stock_default,
         ),
+        vault=runtime.vault,
+        providers=runtime.providers,
         close=runtime.aclose,
     )

@@ -62,6 +62,30 @@ class Settings(BaseSettings):
     ai_max_retries: int = Field(2, alias="BRANDVX_AI_MAX_RETRIES", ge=0, le=10)
     askvx_retention_days: int = Field(90, alias="BRANDVX_ASKVX_RETENTION_DAYS", ge=1)
     worker_metrics_port: int | None = Field(None, alias="BRANDVX_WORKER_METRICS_PORT")
+
+    public_url: str = Field("http://127.0.0.1:8000", alias="BRANDVX_PUBLIC_URL")
+    app_url: str = Field("http://127.0.0.1:8000/graphql", alias="BRANDVX_APP_URL")
+    sync_past_days: int = Field(30, alias="BRANDVX_SYNC_PAST_DAYS", ge=0, le=3650)
+    sync_future_days: int = Field(180, alias="BRANDVX_SYNC_FUTURE_DAYS", ge=1, le=3650)
+    low_stock_default: int = Field(5, alias="BRANDVX_LOW_STOCK_DEFAULT", ge=0)
+    sync_job_timeout_seconds: int = Field(1800, alias="BRANDVX_SYNC_JOB_TIMEOUT_SECONDS", ge=1)
+    square_client_id: str | None = Field(None, alias="SQUARE_CLIENT_ID")
+    square_client_secret: str | None = Field(None, alias="SQUARE_CLIENT_SECRET")
+    square_base_url: str = Field("https://connect.squareup.com", alias="SQUARE_BASE_URL")
+    square_webhook_signature_key: str | None = Field(None, alias="SQUARE_WEBHOOK_SIGNATURE_KEY")
+    acuity_client_id: str | None = Field(None, alias="ACUITY_CLIENT_ID")
+    acuity_client_secret: str | None = Field(None, alias="ACUITY_CLIENT_SECRET")
+    acuity_base_url: str = Field("https://acuityscheduling.com", alias="ACUITY_BASE_URL")
+    google_client_id: str | None = Field(None, alias="GOOGLE_CLIENT_ID")
+    google_client_secret: str | None = Field(None, alias="GOOGLE_CLIENT_SECRET")
+    google_auth_base_url: str = Field("https://accounts.google.com", alias="GOOGLE_AUTH_BASE_URL")
+    google_token_base_url: str = Field("https://oauth2.googleapis.com", alias="GOOGLE_TOKEN_BASE_URL")
+    google_api_base_url: str = Field("https://www.googleapis.com", alias="GOOGLE_API_BASE_URL")
+    shopify_client_id: str | None = Field(None, alias="SHOPIFY_CLIENT_ID")
+    shopify_client_secret: str | None = Field(None, alias="SHOPIFY_CLIENT_SECRET")
+    shopify_api_version: str = Field("2024-10", alias="SHOPIFY_API_VERSION")
+    shopify_base_url_overrides_raw: str = Field("", alias="SHOPIFY_BASE_URL_OVERRIDES")
+    apple_caldav_url: str = Field("https://caldav.icloud.com", alias="APPLE_CALDAV_URL")
     log_level: str = Field("INFO", alias="BRANDVX_LOG_LEVEL")
     inline_worker: bool | None = Field(None, alias="BRANDVX_INLINE_WORKER")
 
@@ -90,6 +114,11 @@ class Settings(BaseSettings):
     @property
     def allowed_origins(self) -> list[str]:
         return [o.strip() for o in self.allowed_origins_raw.split(",") if o.strip()]
+
+    @property
+    def shopify_base_url_overrides(self) -> dict[str, str]:
+        pairs = (item.split("=", 1) for item in self.shopify_base_url_overrides_raw.split(",") if "=" in item)
+        return {shop.strip(): url.strip() for shop, url in pairs}
 
     @property
     def arq_queue(self) -> str:

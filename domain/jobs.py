@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Any, Protocol
 
-from domain.access import require_read
-from domain.errors import NotFound
+from domain.access import require_read, require_write
+from domain.errors import InvalidInput, NotFound
 from domain.model import Actor, Job, JobStatus
+from domain.pagination import Page, PageRequest
 from domain.ports import UnitOfWork
 
 
@@ -37,7 +38,10 @@ async def get_job(uow: UnitOfWork, actor: Actor, job_id: uuid.UUID) -> Job:
 
 
 async def start(uow: UnitOfWork, job_id: uuid.UUID, message: str) -> Job | None:
-    """None when the job is already finished (a repeated delivery): do nothing then."""
+    """None when the job is already finished (a repeated delivery): do nothing then.
+
+    A RUNNING job starts again: its worker died, ARQ delivered it anew, and the body is idempotent.
+    """
     job = await uow.jobs.get(job_id)
     if job is None or job.status.finished:
         return None
@@ -56,3 +60,32 @@ async def complete(uow: UnitOfWork, job_id: uuid.UUID, result: dict[str, Any], m
 
 async def fail(uow: UnitOfWork, job_id: uuid.UUID, error: str) -> Job | None:
     return await uow.jobs.update(job_id, status=JobStatus.FAILED, error=error, message="Failed")
+
+
+async def list_jobs(uow: UnitOfWork, actor: Actor, *, page: PageRequest) -> Page[Job]:
+    require_read(actor)
+    return await uow.jobs.page(page)
+
+
+async def cancel_job(uow: UnitOfWork, actor: Actor, job_id: uuid.UUID) -> Job:
+    require_write(actor)
+    current = await uow.jobs.get(job_id)
+    if current is None:
+        raise NotFound("Job not found", field=["jobId"])
+    if current.status.finished:
+        raise InvalidInput(f"The job has already ended ({current.status.value})", field=["jobId"])
+    cancelled = await uow.jobs.request_cancel(job_id)
+    return cancelled or current
+
+
+async def cancel_requested(uow: UnitOfWork, job_id: uuid.UUID) -> bool:
+    job = await uow.jobs.get(job_id)
+    return job is None or job.cancel_requested or job.status is JobStatus.CANCELLED
+
+
+async def mark_cancelled(uow: UnitOfWork, job_id: uuid.UUID, result: dict[str, Any]) -> Job | None:
+    return await uow.jobs.update(job_id, status=JobStatus.CANCELLED, message="Cancelled", result=result)
+
+
+async def retrying(uow: UnitOfWork, job_id: uuid.UUID, message: str) -> Job | None:
+    return await uow.jobs.update(job_id, message=message)

@@ -235,6 +235,8 @@ class Job:
     error: str | None
     created_at: datetime
     updated_at: datetime
+    cancel_requested: bool = False
+    attempts: int = 0
 
 
 class Provider(StrEnum):

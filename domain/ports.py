@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from domain.ai import Usage
@@ -14,22 +14,31 @@ from domain.model import (
     AiUsage,
     ApiKey,
     ApiScope,
+    Appointment,
+    AppointmentSource,
     ChatMessage,
     ChatMessageStatus,
     ChatRole,
     ChatSession,
+    Connection,
+    ConnectionStatus,
     Contact,
+    InventoryItem,
+    InventorySummary,
     Job,
     JobStatus,
     NewContact,
     OnboardingStepKey,
     Plan,
+    Provider,
     Role,
     Tenant,
     TenantSettings,
     TrainvxMemory,
 )
 from domain.pagination import Page, PageRequest
+from domain.sync import ExternalInventoryItem
+from domain.syncs import PagePlan, StoredAppointment
 
 
 class TenantRepository(Protocol):
@@ -130,6 +139,9 @@ class UsageRepository(Protocol):
 
 
 class JobRepository(Protocol):
+    async def request_cancel(self, job_id: uuid.UUID) -> Job | None: ...
+    async def fail_stuck(self, kind_limits: dict[str, timedelta], default: timedelta) -> int: ...
+    async def page(self, page: PageRequest) -> Page[Job]: ...
     async def add(
         self, job_id: uuid.UUID, *, tenant_id: uuid.UUID, kind: str, dedupe_key: str | None
     ) -> Job: ...
@@ -151,6 +163,68 @@ class ArtifactRepository(Protocol):
     async def add(
         self, *, tenant_id: uuid.UUID, kind: str, content: str, job_id: uuid.UUID | None
     ) -> uuid.UUID: ...
+
+
+class ConnectionRepository(Protocol):
+    async def get(self, provider: Provider) -> Connection | None: ...
+    async def all(self) -> list[Connection]: ...
+    async def save(
+        self,
+        *,
+        provider: Provider,
+        account_id: str | None,
+        access_token_ciphertext: bytes | None,
+        refresh_token_ciphertext: bytes | None,
+        expires_at: datetime | None,
+        scopes: Sequence[str],
+        config: dict[str, Any],
+    ) -> Connection: ...
+    async def update_tokens(
+        self,
+        provider: Provider,
+        *,
+        access_token_ciphertext: bytes,
+        refresh_token_ciphertext: bytes | None,
+        expires_at: datetime | None,
+    ) -> None: ...
+    async def mark(self, provider: Provider, status: ConnectionStatus, error: str | None) -> None: ...
+    async def synced(self, provider: Provider, sync_state: dict[str, Any]) -> None: ...
+    async def remove(self, provider: Provider) -> Connection | None: ...
+
+
+class SyncRepository(Protocol):
+    async def db_now(self) -> datetime: ...
+    async def sources_for(self, provider: Provider, external_ids: Sequence[str]) -> dict[str, uuid.UUID]: ...
+    async def unlinked_by_reference(
+        self, provider: Provider, references: Sequence[str]
+    ) -> dict[str, StoredAppointment]: ...
+    async def unlinked_near(
+        self, provider: Provider, contact_ids: Sequence[uuid.UUID], start_min: datetime, start_max: datetime
+    ) -> list[StoredAppointment]: ...
+    async def contacts_by_index(self, field: str, digests: Sequence[bytes]) -> dict[bytes, uuid.UUID]: ...
+    async def insert_contacts(self, contacts: Sequence[NewContact]) -> int: ...
+    async def apply(self, provider: Provider, plan: PagePlan) -> None: ...
+    async def appointments_page(
+        self, start: datetime, end: datetime, page: PageRequest
+    ) -> Page[Appointment]: ...
+    async def sources_of(
+        self, appointment_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, list[AppointmentSource]]: ...
+    async def upsert_inventory(
+        self, items: Sequence[ExternalInventoryItem], *, default_threshold: int
+    ) -> None: ...
+    async def remove_unseen_inventory(self, provider: Provider, *, synced_before: datetime) -> int: ...
+    async def inventory_page(self, page: PageRequest, *, low_stock_only: bool) -> Page[InventoryItem]: ...
+    async def inventory_summary(self) -> InventorySummary: ...
+    async def add_run(
+        self,
+        *,
+        tenant_id: uuid.UUID,
+        job_id: uuid.UUID | None,
+        provider: Provider,
+        kind: str,
+        stats: dict[str, Any],
+    ) -> None: ...
 
 
 class UnitOfWork(Protocol):
@@ -176,6 +250,10 @@ class UnitOfWork(Protocol):
     def jobs(self) -> JobRepository: ...
     @property
     def artifacts(self) -> ArtifactRepository: ...
+    @property
+    def connections(self) -> ConnectionRepository: ...
+    @property
+    def sync(self) -> SyncRepository: ...
 
     async def enter_tenant(self, tenant_id: uuid.UUID) -> None:
         """Scope the rest of this transaction to a tenant created in it."""

@@ -130,3 +130,17 @@ class InventorySource(Protocol):
     def items(self) -> AsyncIterator[FetchedPage[ExternalInventoryItem]]:
         """Every stocked item with its current quantity, following the provider's paging to the end."""
         ...
+
+
+class ProviderRegistry(Protocol):
+    """Builds provider clients for a connection; None where a provider lacks that capability."""
+
+    def oauth(self, provider: Provider) -> OAuthClient | None: ...
+
+    def calendar(
+        self, provider: Provider, tokens: TokenSet, config: Mapping[str, str]
+    ) -> CalendarSource | None: ...
+
+    def inventory(
+        self, provider: Provider, tokens: TokenSet, config: Mapping[str, str]
+    ) -> InventorySource | None: ...

@@ -11,11 +11,16 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from domain.model import Provider
-from domain.pii import try_normalize_phone
-from domain.sync import ExternalAppointment, ExternalCustomer
+from domain.errors import InvalidInput
+from domain.model import NewContact, Provider
+from domain.pii import looks_like_email, mask_email, mask_phone, normalize_email, try_normalize_phone
+from domain.sync import ExternalAppointment
+
+if TYPE_CHECKING:
+    from domain.contacts import PiiVault
+    from domain.ports import UnitOfWork
 
 MATCH_TOLERANCE = timedelta(minutes=15)
 
@@ -82,19 +87,6 @@ class SyncStats:
         }
 
 
-def customer_key(customer: ExternalCustomer | None, *, default_region: str = "US") -> tuple[str, str] | None:
-    """How a booking's customer is matched to a contact: email first, else phone (both normalized)."""
-    if customer is None:
-        return None
-    if customer.email and "@" in customer.email:
-        return ("email", customer.email.strip().lower())
-    if customer.phone:
-        phone = try_normalize_phone(customer.phone, default_region=default_region)
-        if phone:
-            return ("phone", phone)
-    return None
-
-
 def plan_page(
     records: Sequence[ExternalAppointment],
     *,
@@ -146,5 +138,128 @@ def plan_page(
     return plan
 
 
-def provider_label(provider: Provider) -> str:
-    return provider.value.lower()
+async def ingest_appointments(
+    uow: UnitOfWork,
+    vault: PiiVault,
+    tenant_id: uuid.UUID,
+    provider: Provider,
+    records: Sequence[ExternalAppointment],
+    stats: SyncStats,
+) -> None:
+    """Merge one provider page: contacts through the blind index, then appointments by plan_page."""
+    contact_of = await _resolve_contacts(uow, vault, tenant_id, provider, records, stats)
+    external_ids = [r.external_id for r in records]
+    known = await uow.sync.sources_for(provider, external_ids)
+    fresh = [r for r in records if r.external_id not in known]
+    by_reference = await uow.sync.unlinked_by_reference(
+        provider, sorted({r.shared_reference for r in fresh if r.shared_reference})
+    )
+    contacts = sorted({c for r in fresh if (c := contact_of.get(r.external_id)) is not None})
+    candidates = (
+        await uow.sync.unlinked_near(
+            provider, contacts, min(r.starts_at for r in fresh), max(r.starts_at for r in fresh)
+        )
+        if contacts
+        else []
+    )
+    plan = plan_page(
+        records, known_sources=known, by_reference=by_reference, candidates=candidates, contact_of=contact_of
+    )
+    await uow.sync.apply(provider, plan)
+    stats.fetched += len(records)
+    stats.created += len(plan.creates)
+    stats.updated += len(plan.updates)
+    stats.matched += len(plan.matched)
+    stats.skipped += plan.skipped
+
+
+async def _resolve_contacts(
+    uow: UnitOfWork,
+    vault: PiiVault,
+    tenant_id: uuid.UUID,
+    provider: Provider,
+    records: Sequence[ExternalAppointment],
+    stats: SyncStats,
+) -> dict[str, uuid.UUID | None]:
+    """Find or create the contact of every booking's customer, one lookup and one insert per page."""
+    people: dict[str, tuple[str | None, str | None, str | None]] = {}  # external id -> (email, phone, name)
+    for record in records:
+        customer = record.customer
+        if customer is None:
+            continue
+        email = _valid_email(customer.email)
+        phone = (
+            try_normalize_phone(customer.phone, default_region=vault.default_region)
+            if customer.phone
+            else None
+        )
+        if email or phone:
+            people[record.external_id] = (email, phone, customer.name)
+    if not people:
+        return {}
+    emails = {e for e, _, _ in people.values() if e}
+    phones = {p for _, p, _ in people.values() if p}
+
+    async def lookup() -> tuple[dict[str, uuid.UUID], dict[str, uuid.UUID]]:
+        email_digest = {vault.index(tenant_id, "email", e): e for e in emails}
+        phone_digest = {vault.index(tenant_id, "phone", p): p for p in phones}
+        by_email = await uow.sync.contacts_by_index("email", list(email_digest))
+        by_phone = await uow.sync.contacts_by_index("phone", list(phone_digest))
+        return (
+            {email_digest[d]: cid for d, cid in by_email.items()},
+            {phone_digest[d]: cid for d, cid in by_phone.items()},
+        )
+
+    by_email, by_phone = await lookup()
+    new: dict[tuple[str | None, str | None], NewContact] = {}
+    for email, phone, name in people.values():
+        if (email and email in by_email) or (phone and phone in by_phone) or (email, phone) in new:
+            continue
+        if any((email and email == e) or (phone and phone == p) for e, p in new):
+            continue
+        new[(email, phone)] = _new_contact(vault, tenant_id, provider, email=email, phone=phone, name=name)
+    if new:
+        stats.contacts_created += await uow.sync.insert_contacts(list(new.values()))
+        by_email, by_phone = await lookup()
+    return {
+        external_id: (by_email.get(email) if email else None) or (by_phone.get(phone) if phone else None)
+        for external_id, (email, phone, _) in people.items()
+    }
+
+
+def _valid_email(raw: str | None) -> str | None:
+    if not raw or not looks_like_email(raw):
+        return None
+    try:
+        return normalize_email(raw)
+    except InvalidInput:
+        return None
+
+
+def _new_contact(
+    vault: PiiVault,
+    tenant_id: uuid.UUID,
+    provider: Provider,
+    *,
+    email: str | None,
+    phone: str | None,
+    name: str | None,
+) -> NewContact:
+    display = " ".join((name or "").split())[:200] or (email.split("@")[0] if email else "Client")
+    email_ct, email_bidx = vault.seal(tenant_id, "email", email) if email else (None, None)
+    phone_ct, phone_bidx = vault.seal(tenant_id, "phone", phone) if phone else (None, None)
+    return NewContact(
+        id=uuid.uuid4(),
+        display_name=display,
+        name_search=display.lower(),
+        email_ciphertext=email_ct,
+        email_bidx=email_bidx,
+        email_masked=mask_email(email) if email else None,
+        phone_ciphertext=phone_ct,
+        phone_bidx=phone_bidx,
+        phone_masked=mask_phone(phone) if phone else None,
+        sms_consent=False,
+        email_consent=False,
+        tags=(),
+        source=provider.value.lower(),
+    )

@@ -146,19 +146,19 @@ async def askvx_retention(ctx: WorkerContext) -> int:
     """Delete AskVX messages older than the retention period, tenant by tenant."""
     rt = ctx["runtime"]
     cutoff = datetime.now(UTC) - timedelta(days=rt.settings.askvx_retention_days)
-    return await _each_tenant(ctx, lambda uow: uow.chat.purge_before(cutoff))
+    return await each_tenant(ctx, lambda uow: uow.chat.purge_before(cutoff))
 
 
 async def askvx_sweep(ctx: WorkerContext) -> int:
     """A reply still STREAMING long after any job could run (worker killed, enqueue lost) is failed."""
     older_than = datetime.now(UTC) - STUCK_AFTER
-    return await _each_tenant(
+    return await each_tenant(
         ctx,
         lambda uow: uow.chat.fail_stale(older_than=older_than, error="The reply was interrupted. Ask again."),
     )
 
 
-async def _each_tenant(ctx: WorkerContext, action: Any) -> int:
+async def each_tenant(ctx: WorkerContext, action: Any) -> int:
     rt = ctx["runtime"]
     async with rt.db.engine.connect() as conn:
         ids = await tenant_ids(conn)

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from domain.ai import Analytics, ChatModel
+from domain.contacts import PiiVault
 from domain.jobs import JobQueue
+from domain.sync import ProviderRegistry
 from persistence.db import Database
 from persistence.events import EventStreams
 
@@ -16,6 +18,9 @@ from persistence.events import EventStreams
 class JobSettings:
     ai_timeout_seconds: float
     askvx_retention_days: int
+    sync_past_days: int = 30
+    sync_future_days: int = 180
+    low_stock_default: int = 5
 
 
 @dataclass
@@ -26,6 +31,8 @@ class WorkerRuntime:
     analytics: Analytics
     queue: JobQueue
     settings: JobSettings
+    vault: PiiVault
+    providers: ProviderRegistry
     close: Callable[[], Awaitable[None]]
 
 

@@ -14,11 +14,13 @@ from arq.worker import Worker
 
 from jobs.askvx import askvx_reply, askvx_retention, askvx_sweep, generate_strategy
 from jobs.context import WorkerContext, WorkerRuntime
+from jobs.syncs import MAX_TRIES, jobs_sweep, sync_calendar, sync_inventory
 
 log = logging.getLogger("brandvx.worker")
 
 HEARTBEAT_TTL_SECONDS = 30
 REPLY_TIMEOUT_SECONDS = 300
+SYNC_TIMEOUT_SECONDS = 1800
 
 
 def heartbeat_key(key_prefix: str) -> str:
@@ -40,7 +42,11 @@ def build_worker(
     make_runtime: Callable[[], Awaitable[WorkerRuntime]],
     burst: bool = False,
     handle_signals: bool = True,
+    sync_timeout_seconds: int = SYNC_TIMEOUT_SECONDS,
+    reply_timeout_seconds: int = REPLY_TIMEOUT_SECONDS,
 ) -> Worker:
+    """ARQ hands a job whose worker died to another worker after the longest function timeout + 10 s,
+    so the timeouts are kept to what the work needs."""
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
 
     async def startup(ctx: WorkerContext) -> None:
@@ -59,8 +65,12 @@ def build_worker(
         functions=[
             # A reply is not retried: a second run after a partial stream would repeat text. A reply
             # whose worker died is failed by the sweep, and the operator asks again.
-            func(askvx_reply, name="askvx_reply", max_tries=1, timeout=REPLY_TIMEOUT_SECONDS),  # type: ignore[arg-type]
-            func(generate_strategy, name="generate_strategy", max_tries=1, timeout=REPLY_TIMEOUT_SECONDS),  # type: ignore[arg-type]
+            func(askvx_reply, name="askvx_reply", max_tries=1, timeout=reply_timeout_seconds),  # type: ignore[arg-type]
+            func(generate_strategy, name="generate_strategy", max_tries=1, timeout=reply_timeout_seconds),  # type: ignore[arg-type]
+            # Syncs are idempotent (upserts keyed by provider + external id): a worker killed mid-sync
+            # hands the job to the next worker after its timeout, and transient errors retry with backoff.
+            func(sync_calendar, name="sync_calendar", max_tries=MAX_TRIES, timeout=sync_timeout_seconds),  # type: ignore[arg-type]
+            func(sync_inventory, name="sync_inventory", max_tries=MAX_TRIES, timeout=sync_timeout_seconds),  # type: ignore[arg-type]
         ],
         cron_jobs=[
             cron(
@@ -72,6 +82,7 @@ def build_worker(
                 timeout=5,
             ),
             cron(askvx_sweep, name="askvx_sweep", minute=set(range(0, 60, 5)), second=7, timeout=120),  # type: ignore[arg-type]
+            cron(jobs_sweep, name="jobs_sweep", minute=set(range(0, 60, 5)), second=37, timeout=120),  # type: ignore[arg-type]
             cron(askvx_retention, name="askvx_retention", hour={3}, minute={17}, second=0, timeout=3600),  # type: ignore[arg-type]
         ],
         redis_settings=RedisSettings.from_dsn(redis_url),
@@ -81,7 +92,7 @@ def build_worker(
         health_check_interval=10,
         handle_signals=handle_signals,
         burst=burst,
-        job_timeout=REPLY_TIMEOUT_SECONDS,
+        job_timeout=reply_timeout_seconds,
         max_jobs=50,
         keep_result=3600,
     )

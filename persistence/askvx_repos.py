@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, literal_column, select, tuple_, update
+from sqlalchemy import and_, case, delete, func, insert, literal_column, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnClause, ColumnElement
@@ -382,6 +382,8 @@ def _job(row: Any) -> Job:
         error=row.error,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        cancel_requested=row.cancel_requested,
+        attempts=row.attempts,
     )
 
 
@@ -400,6 +402,8 @@ class JobRepo:
                     status=JobStatus.PENDING.value,
                     progress=0,
                     dedupe_key=dedupe_key,
+                    cancel_requested=False,
+                    attempts=0,
                     created_at=func.now(),
                     updated_at=func.now(),
                 )
@@ -438,6 +442,7 @@ class JobRepo:
             values["status"] = status.value
             if status is JobStatus.RUNNING:
                 values["started_at"] = func.coalesce(t.jobs.c.started_at, func.now())
+                values["attempts"] = t.jobs.c.attempts + 1
             if status.finished:
                 values["finished_at"] = func.now()
         for name, value in (
@@ -454,6 +459,67 @@ class JobRepo:
             )
         ).first()
         return _job(row) if row else None
+
+    async def request_cancel(self, job_id: uuid.UUID) -> Job | None:
+        """PENDING becomes CANCELLED now; RUNNING is flagged and stops at its next checkpoint."""
+        j = t.jobs.c
+        row = (
+            await self._conn.execute(
+                update(t.jobs)
+                .where(j.id == job_id, j.status.in_([JobStatus.PENDING.value, JobStatus.RUNNING.value]))
+                .values(
+                    cancel_requested=True,
+                    status=case(
+                        (j.status == JobStatus.PENDING.value, JobStatus.CANCELLED.value), else_=j.status
+                    ),
+                    finished_at=case((j.status == JobStatus.PENDING.value, func.now()), else_=j.finished_at),
+                    message=case((j.status == JobStatus.PENDING.value, "Cancelled"), else_="Cancelling"),
+                    updated_at=func.now(),
+                )
+                .returning(t.jobs)
+            )
+        ).first()
+        return _job(row) if row else None
+
+    async def fail_stuck(self, kind_limits: dict[str, timedelta], default: timedelta) -> int:
+        """RUNNING longer than its kind allows without an update: FAILED, with the reason."""
+        j = t.jobs.c
+        total = 0
+        for kind, limit in [*kind_limits.items(), ("*", default)]:
+            condition = j.kind.notin_(list(kind_limits)) if kind == "*" else j.kind == kind
+            result = await self._conn.execute(
+                update(t.jobs)
+                .where(
+                    condition,
+                    j.status == JobStatus.RUNNING.value,
+                    j.updated_at < func.now() - limit,
+                )
+                .values(
+                    status=JobStatus.FAILED.value,
+                    error=f"Stopped: no progress for {int(limit.total_seconds() // 60)} minutes",
+                    message="Failed",
+                    finished_at=func.now(),
+                    updated_at=func.now(),
+                )
+            )
+            total += result.rowcount
+        return total
+
+    async def page(self, page: PageRequest) -> Page[Job]:
+        j = t.jobs.c
+        query = select(t.jobs)
+        if page.after is not None:
+            query = query.where(tuple_(j.created_at, j.id) < tuple_(page.after.sort_key, page.after.id))
+        rows = (
+            await self._conn.execute(query.order_by(j.created_at.desc(), j.id.desc()).limit(page.first + 1))
+        ).all()
+        items = [_job(r) for r in rows[: page.first]]
+        return Page(
+            items=items,
+            cursors=[Cursor(i.created_at, i.id) for i in items],
+            has_next=len(rows) > page.first,
+            has_previous=page.after is not None,
+        )
 
 
 class ArtifactRepo:

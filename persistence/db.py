@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from domain.model import Actor
 from persistence.askvx_repos import ArtifactRepo, ChatRepo, JobRepo, MemoryRepo, UsageRepo
 from persistence.repositories import ApiKeyRepo, ContactRepo, OnboardingRepo, SettingsRepo, TenantRepo
+from persistence.sync_repos import ConnectionRepo, SyncRepo
 
 # One statement sets every scope variable, transaction-local (`true`): a pooled connection never
 # carries one request's tenant into the next transaction.
@@ -38,6 +39,8 @@ class SqlUnitOfWork:
         self.usage = UsageRepo(self.connection)
         self.jobs = JobRepo(self.connection)
         self.artifacts = ArtifactRepo(self.connection)
+        self.connections = ConnectionRepo(self.connection)
+        self.sync = SyncRepo(self.connection)
 
     async def enter_tenant(self, tenant_id: uuid.UUID) -> None:
         await self.connection.execute(

@@ -188,6 +188,12 @@ class SyncRepo:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
 
+    async def db_now(self) -> datetime:
+        """The database's clock (rows stamped with now() compare against it, not the app's clock)."""
+        value = await self._conn.scalar(select(func.now()))
+        assert isinstance(value, datetime)
+        return value
+
     async def sources_for(self, provider: Provider, external_ids: Sequence[str]) -> dict[str, uuid.UUID]:
         if not external_ids:
             return {}

@@ -1,0 +1,429 @@
+"""Apple Calendar (iCloud) over CalDAV: a user's appointments for the sync engine.
+
+iCloud serves CalDAV at ``https://caldav.icloud.com`` to an Apple ID with an app-specific password
+(HTTP Basic over TLS; Apple has no OAuth for calendars). The ``caldav`` client finds the account's
+principal, its calendar home (on iCloud a partition host such as ``p42-caldav.icloud.com``) and the
+calendars in it, then runs one time-range search per calendar. The client is synchronous, so every
+call to it runs in ``asyncio.to_thread``: a sync never blocks the event loop. Each ``appointments``
+call opens a client of its own, so one source can serve concurrent syncs.
+
+Calendars: every calendar that holds events (``supported-calendar-component-set`` with VEVENT, so
+Reminders lists are left out), or only those named in ``calendar_names`` (display names, compared
+case-insensitively; a name that matches no event calendar is a permanent error rather than a sync
+that silently reads less).
+
+Events become ``ExternalAppointment`` records:
+
+* Recurring events are expanded by the client into one record per occurrence in the window, each
+  carrying RECURRENCE-ID. ``external_id`` is the UID, plus ``#`` and the RECURRENCE-ID in UTC
+  (``20250304T150000Z``) for an occurrence; ``shared_reference`` is the UID.
+* DTSTART and DTEND (else DTSTART + DURATION, else DTSTART itself, as RFC 5545 §3.6.1 says) are
+  returned in UTC. A floating time (no time zone) is read as UTC: CalDAV gives no zone for it and
+  the calendar's own ``calendar-timezone`` is not consulted. The search window is sent in UTC too,
+  so floating times are matched the same way.
+* All-day events (DTSTART a DATE) are not appointments and are skipped, as are events without a
+  UID or a DTSTART.
+* STATUS:CANCELLED becomes ``cancelled``; everything else is ``booked``.
+* The customer is the first individual ATTENDEE that is neither the ORGANIZER nor the account's own
+  Apple ID (CN as name, ``mailto:`` or the EMAIL parameter as email, ``tel:`` as phone). When the
+  account was invited by someone else (only the account among the attendees), the organizer is the
+  customer.
+
+Incremental sync is not implemented: ``next_sync_token`` stays None and every sync reads the whole
+window. A possible improvement is to keep each calendar's ``getctag`` (skip unchanged calendars) or
+use RFC 6578 ``sync-collection`` tokens, which iCloud supports.
+
+Errors become ``ProviderError``: HTTP 401 is ``auth`` (the app-specific password was revoked or
+mistyped), 429 is ``rate_limited``, connection failures, timeouts and 5xx are ``transient``, any
+other refusal ``permanent``. Messages never carry the password or calendar data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import math
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Final, ParamSpec, TypeVar, cast
+from urllib.parse import urlsplit
+
+import icalendar
+from caldav.calendarobjectresource import CalendarObjectResource
+from caldav.collection import Calendar
+from caldav.davclient import DAVClient
+from caldav.lib import error as caldav_error
+from caldav.lib.http_sync import requests as caldav_http
+
+from domain.model import Provider
+from domain.sync import AppointmentStatus, ExternalAppointment, ExternalCustomer, FetchedPage, ProviderError
+
+__all__ = [
+    "ICLOUD_CALDAV_URL",
+    "PROVIDER_NAME",
+    "AppleCalendarSource",
+    "appointment_from_vevent",
+    "provider_error",
+]
+
+PROVIDER_NAME: Final = "Apple"
+ICLOUD_CALDAV_URL: Final = "https://caldav.icloud.com"
+_LOOPBACK_HOSTS: Final = frozenset({"localhost"})
+_NON_CUSTOMER_CUTYPES: Final = frozenset({"GROUP", "RESOURCE", "ROOM"})
+
+log = logging.getLogger("brandvx.integrations.apple")
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+class AppleCalendarSource:
+    """``CalendarSource`` for one iCloud account (Apple ID + app-specific password)."""
+
+    def __init__(
+        self,
+        *,
+        url: str = ICLOUD_CALDAV_URL,
+        username: str,
+        app_password: str,
+        calendar_names: Sequence[str] | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError("the CalDAV URL must be an absolute http(s) URL")
+        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+            # Basic auth sends the password with every request: only TLS may carry it off the host.
+            raise ValueError("the CalDAV URL must use https")
+        if not username or not app_password:
+            raise ValueError("an Apple ID and an app-specific password are required")
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        # caldav's path-less URLs trigger DNS service discovery; the root path is what iCloud serves.
+        self._url = url if parts.path else url + "/"
+        self._username = username
+        self._password = app_password
+        self._calendar_names = tuple(calendar_names) if calendar_names is not None else None
+        # The caldav client declares whole seconds; rounding up never cuts a call short.
+        self._timeout = math.ceil(timeout)
+
+    def __repr__(self) -> str:
+        return f"AppleCalendarSource(url={self._url!r}, username={self._username!r})"
+
+    @property
+    def next_sync_token(self) -> str | None:
+        """Always None: every sync reads its whole window (see the module notes)."""
+        return None
+
+    async def verify(self) -> str:
+        """Log in and return the account's principal URL; ProviderError when Apple refuses."""
+        client = await _off_loop(self._open)
+        try:
+            return await _off_loop(_principal_url, client)
+        finally:
+            await asyncio.to_thread(client.close)
+
+    async def appointments(
+        self, start: datetime, end: datetime, *, sync_token: str | None = None
+    ) -> AsyncIterator[FetchedPage[ExternalAppointment]]:
+        """One page per event calendar, with every appointment overlapping [start, end).
+
+        ``sync_token`` is accepted for the protocol and ignored: reads are always full.
+        """
+        window = (_as_utc(start, "start"), _as_utc(end, "end"))
+        if window[1] <= window[0]:
+            return
+        client = await _off_loop(self._open)
+        try:
+            calendars = await _off_loop(self._event_calendars, client)
+            seen: set[str] = set()
+            for calendar in calendars:
+                records = await _off_loop(self._calendar_appointments, calendar, window)
+                # An event can sit in two calendars (an invitation copied into another one).
+                page = [record for record in records if record.external_id not in seen]
+                seen.update(record.external_id for record in page)
+                log.debug(
+                    "apple: %d appointments in a calendar, %d already seen",
+                    len(records),
+                    len(records) - len(page),
+                )
+                yield FetchedPage(items=page)
+        finally:
+            await asyncio.to_thread(client.close)
+
+    # The methods below run in a worker thread: they block on the network.
+
+    def _open(self) -> DAVClient:
+        return DAVClient(
+            url=self._url,
+            username=self._username,
+            password=self._password,
+            auth_type="basic",
+            timeout=self._timeout,
+            enable_rfc6764=False,
+        )
+
+    def _event_calendars(self, client: DAVClient) -> list[Calendar]:
+        calendars = client.get_calendars(client.get_principal())
+        if self._calendar_names is None:
+            return [calendar for calendar in calendars if _holds_events(calendar)]
+        by_name: dict[str, list[Calendar]] = {}
+        for calendar in calendars:
+            name = _sync_result(calendar.get_display_name())
+            if name is not None:
+                by_name.setdefault(_name_key(name), []).append(calendar)
+        chosen: list[Calendar] = []
+        missing: list[str] = []
+        for wanted in dict.fromkeys(_name_key(name) for name in self._calendar_names):
+            matches = [calendar for calendar in by_name.get(wanted, []) if _holds_events(calendar)]
+            if not matches:
+                missing.append(wanted)
+            chosen.extend(matches)
+        if missing:
+            raise ProviderError(
+                "permanent",
+                f"{PROVIDER_NAME} has no event calendar named {', '.join(repr(m) for m in missing)}",
+            )
+        return chosen
+
+    def _calendar_appointments(
+        self, calendar: Calendar, window: tuple[datetime, datetime]
+    ) -> list[ExternalAppointment]:
+        found = _sync_result(calendar.search(start=window[0], end=window[1], event=True, expand=True))
+        owner = self._username.casefold() if "@" in self._username else None
+        records: list[ExternalAppointment] = []
+        skipped = 0
+        for resource in cast(list[CalendarObjectResource], found):
+            for component in resource.get_icalendar_instance().walk("VEVENT"):
+                record = appointment_from_vevent(component, owner=owner)
+                if record is None:
+                    skipped += 1
+                elif _overlaps(record, *window):
+                    records.append(record)
+        if skipped:
+            log.debug("apple: %d events were not appointments (all-day or incomplete)", skipped)
+        return records
+
+
+def appointment_from_vevent(
+    event: icalendar.Component, *, owner: str | None = None
+) -> ExternalAppointment | None:
+    """The appointment a VEVENT stands for, or None (all-day, no UID or no DTSTART).
+
+    ``owner`` is the account's own calendar address (lower case, without ``mailto:``), never taken
+    as the customer.
+    """
+    uid = _text(event, "UID")
+    raw_start = _decoded(event, "DTSTART")
+    if not uid or not isinstance(raw_start, datetime):
+        return None
+    starts_at = _pinned(raw_start)
+    raw_end = _decoded(event, "DTEND")
+    raw_duration = _decoded(event, "DURATION")
+    if isinstance(raw_end, datetime):
+        ends_at = _pinned(raw_end)
+    elif raw_end is not None:
+        return None  # a DATE end on a DATE-TIME start: not a valid event
+    elif isinstance(raw_duration, timedelta):
+        ends_at = _add_duration(starts_at, raw_duration)
+    else:
+        ends_at = starts_at
+    external_id = uid
+    recurrence_id = _decoded(event, "RECURRENCE-ID")
+    if isinstance(recurrence_id, datetime):
+        external_id = f"{uid}#{_pinned(recurrence_id).astimezone(UTC):%Y%m%dT%H%M%SZ}"
+    elif isinstance(recurrence_id, date):
+        external_id = f"{uid}#{recurrence_id:%Y%m%d}"
+    status: AppointmentStatus = "cancelled" if _text(event, "STATUS").upper() == "CANCELLED" else "booked"
+    return ExternalAppointment(
+        provider=Provider.APPLE,
+        external_id=external_id,
+        title=_text(event, "SUMMARY").strip(),
+        starts_at=starts_at.astimezone(UTC),
+        ends_at=ends_at.astimezone(UTC),
+        status=status,
+        customer=_customer(event, owner=owner),
+        shared_reference=uid,
+    )
+
+
+def provider_error(exc: BaseException) -> ProviderError | None:
+    """A caldav or HTTP failure classified for the job runner; None for anything else (a bug)."""
+    if isinstance(exc, ProviderError):
+        return exc
+    if isinstance(exc, caldav_error.RateLimitError):
+        kind = "transient" if exc.status == 503 else "rate_limited"
+        message = (
+            f"{PROVIDER_NAME} is rate limiting requests" if kind == "rate_limited" else _unavailable(503)
+        )
+        return ProviderError(kind, message, status=exc.status, retry_after=exc.retry_after_seconds)
+    if isinstance(exc, caldav_error.AuthorizationError):
+        if exc.status == 401:
+            return ProviderError("auth", f"{PROVIDER_NAME} refused the app-specific password", status=401)
+        return ProviderError(
+            "permanent",
+            f"{PROVIDER_NAME} refused access to the calendars (HTTP {exc.status})",
+            status=exc.status,
+        )
+    if isinstance(exc, caldav_error.DAVError):
+        status = exc.status
+        if status is not None and (status >= 500 or status == 408):
+            return ProviderError("transient", _unavailable(status), status=status)
+        if status == 429:
+            return ProviderError("rate_limited", f"{PROVIDER_NAME} is rate limiting requests", status=status)
+        detail = f"HTTP {status}" if status is not None else type(exc).__name__
+        return ProviderError(
+            "permanent", f"{PROVIDER_NAME} rejected a calendar request ({detail})", status=status
+        )
+    if isinstance(exc, caldav_http.exceptions.Timeout):
+        return ProviderError("transient", f"{PROVIDER_NAME} did not answer in time")
+    if isinstance(exc, caldav_http.exceptions.ConnectionError):
+        return ProviderError("transient", f"{PROVIDER_NAME}'s calendar server could not be reached")
+    if isinstance(exc, caldav_http.exceptions.RequestException):
+        return ProviderError("permanent", f"{PROVIDER_NAME}'s calendar server could not be called")
+    if isinstance(exc, OSError):
+        return ProviderError("transient", f"{PROVIDER_NAME}'s calendar server could not be reached")
+    return None
+
+
+async def _off_loop(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """``fn(*args, **kwargs)`` in a worker thread, its failures as ProviderError."""
+    try:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+    except Exception as exc:
+        classified = provider_error(exc)
+        if classified is None:
+            raise
+        if classified is not exc:
+            log.info("apple: %s (%s)", classified.message, type(exc).__name__)
+            raise classified from exc
+        raise
+
+
+def _principal_url(client: DAVClient) -> str:
+    principal = client.get_principal()
+    return str(principal.url) if principal.url is not None else str(client.url)
+
+
+def _sync_result(value: T | Coroutine[Any, Any, T]) -> T:
+    """The value of a caldav call made through the synchronous client (which never returns a coroutine)."""
+    if isinstance(value, Coroutine):
+        value.close()
+        raise TypeError("the caldav client returned a coroutine: an async client was used")
+    return value
+
+
+def _holds_events(calendar: Calendar) -> bool:
+    components = _sync_result(calendar.get_supported_components())
+    return any(str(component).upper() == "VEVENT" for component in components)
+
+
+def _name_key(name: str) -> str:
+    return " ".join(name.split()).casefold()
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _as_utc(value: datetime, what: str) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{what} must be timezone-aware")
+    return value.astimezone(UTC)
+
+
+def _pinned(value: datetime) -> datetime:
+    """An aware datetime; a floating time is read as UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None or value.utcoffset() is None else value
+
+
+def _add_duration(start: datetime, duration: timedelta) -> datetime:
+    """RFC 5545 §3.3.6: days and weeks are nominal (wall-clock days), hours and less exact."""
+    nominal = timedelta(days=duration.days)
+    return (start + nominal).astimezone(UTC) + (duration - nominal)
+
+
+def _overlaps(record: ExternalAppointment, start: datetime, end: datetime) -> bool:
+    if record.starts_at >= end:
+        return False
+    return record.ends_at > start or record.starts_at >= start  # a zero-length event at `start` is in
+
+
+def _decoded(component: icalendar.Component, name: str) -> object:
+    if name not in component:
+        return None
+    value: object = component.decoded(name)
+    return value
+
+
+def _text(component: icalendar.Component, name: str) -> str:
+    value: object = component.get(name)
+    if isinstance(value, list):
+        value = value[0] if value else None
+    return str(value) if value is not None else ""
+
+
+def _addresses(component: icalendar.Component, name: str) -> list[icalendar.vCalAddress]:
+    value: object = component.get(name)
+    values: Iterable[object] = value if isinstance(value, list) else () if value is None else (value,)
+    return [item for item in values if isinstance(item, icalendar.vCalAddress)]
+
+
+def _param(address: icalendar.vCalAddress, name: str) -> str | None:
+    value: object = address.params.get(name)
+    text = str(value).strip() if value is not None else ""
+    return text or None
+
+
+def _address_key(address: str) -> str:
+    text = address.strip()
+    if text.lower().startswith("mailto:"):
+        text = text[len("mailto:") :]
+    return text.casefold()
+
+
+def _customer(event: icalendar.Component, *, owner: str | None) -> ExternalCustomer | None:
+    organizers = _addresses(event, "ORGANIZER")
+    organizer = organizers[0] if organizers else None
+    not_customers = {key for key in (owner, organizer and _address_key(organizer)) if key}
+    attendees = [
+        attendee
+        for attendee in _addresses(event, "ATTENDEE")
+        if (_param(attendee, "CUTYPE") or "INDIVIDUAL").upper() not in _NON_CUSTOMER_CUTYPES
+    ]
+    for attendee in attendees:
+        if _address_key(attendee) not in not_customers:
+            customer = _as_customer(attendee)
+            if customer is not None:
+                return customer
+    # Invited by someone else: no attendee but the account itself, so the inviter is the customer.
+    if organizer is not None and owner and any(_address_key(a) == owner for a in attendees):
+        if _address_key(organizer) != owner:
+            return _as_customer(organizer)
+    return None
+
+
+def _as_customer(address: icalendar.vCalAddress) -> ExternalCustomer | None:
+    value = address.strip()
+    scheme, _, rest = value.partition(":")
+    email = _param(address, "EMAIL")
+    phone = None
+    if scheme.lower() == "mailto" and rest.strip():
+        email = rest.strip()
+    elif scheme.lower() == "tel" and rest.strip():
+        phone = rest.strip()
+    name = _param(address, "CN")
+    if name is not None and email is not None and name.casefold() == email.casefold():
+        name = None  # clients often repeat the address as the name
+    if email is None and phone is None and name is None:
+        return None
+    return ExternalCustomer(external_id=None, name=name, email=email, phone=phone)
+
+
+def _unavailable(status: int) -> str:
+    return f"{PROVIDER_NAME} had a temporary error (HTTP {status})"

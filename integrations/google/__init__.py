@@ -1,0 +1,11 @@
+"""Google Calendar: OAuth 2.0 for a Google account and its calendar events (Calendar API v3)."""
+
+from integrations.google.client import (
+    CALENDAR_SCOPE,
+    SCOPES,
+    TIME_UNKNOWN,
+    GoogleCalendarClient,
+    GoogleCalendarSource,
+)
+
+__all__ = ["CALENDAR_SCOPE", "SCOPES", "TIME_UNKNOWN", "GoogleCalendarClient", "GoogleCalendarSource"]

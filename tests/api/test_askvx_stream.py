@@ -1,0 +1,476 @@
+"""AskVX replies end to end: `brandvx serve` (API) and `brandvx worker` in their own processes, a
+real graphql-transport-ws socket, and FakeOpenAI speaking the Responses API over HTTP.
+
+The stack (and its helpers) is shared with test_askvx_rules.py, which imports the fixtures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import redis
+import websockets
+from sqlalchemy.engine import make_url
+
+from brandvx.settings import Settings
+from tests.conftest import JWT_SECRET, ROOT, TenantFixture, free_port, gql, make_tenant, make_user
+from tests.fakes.openai_server import FakeOpenAI, Script
+
+pytestmark = pytest.mark.slow
+
+API_KEY = "sk-test-askvx-" + uuid.uuid4().hex
+MODEL = "gpt-askvx-test"
+IDLE_TIMEOUT = 1.5
+AI_TIMEOUT = 4.0
+STARTUP_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class Stack:
+    fake: FakeOpenAI
+    base_url: str
+    ws_url: str
+    namespace: str
+    settings: Settings  # the servers of this run, the fake as provider, this stack's namespace
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+def _tail(path: Path) -> str:
+    return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+
+@pytest.fixture(scope="module")
+def askvx_stack(migrated: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    namespace = f"askvx-{uuid.uuid4().hex[:10]}"
+    fake = FakeOpenAI(api_key=API_KEY).start()
+    env = {
+        **os.environ,
+        "BRANDVX_ENV": "test",
+        "DATABASE_URL": migrated.database_url or "",
+        "REDIS_URL": migrated.redis_url or "",
+        "BRANDVX_REDIS_NAMESPACE": namespace,
+        "BRANDVX_JWT_SECRET": JWT_SECRET,
+        "BRANDVX_ENCRYPTION_KEYS": migrated.encryption_keys or "",
+        "BRANDVX_BLIND_INDEX_KEY": migrated.blind_index_key or "",
+        "BRANDVX_DATA_DIR": str(tmp_path_factory.mktemp("askvx-data")),
+        "OPENAI_API_KEY": API_KEY,
+        "OPENAI_BASE_URL": fake.base_url,
+        "BRANDVX_AI_MODEL": MODEL,
+        "BRANDVX_AI_IDLE_TIMEOUT_SECONDS": str(IDLE_TIMEOUT),
+        "BRANDVX_AI_TIMEOUT_SECONDS": str(AI_TIMEOUT),
+        "BRANDVX_AI_MAX_RETRIES": "0",
+    }
+    env.pop("BRANDVX_INLINE_WORKER", None)
+    logs = tmp_path_factory.mktemp("askvx-log")
+    port = free_port()
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for name, args in (
+            ("serve", ["serve", "--port", str(port), "--no-worker", "--no-migrate"]),
+            ("worker", ["worker"]),
+        ):
+            with (logs / f"{name}.log").open("wb") as out:
+                processes.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "brandvx", *args],
+                        env=env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        cwd=ROOT,
+                    )
+                )
+        api, worker = processes
+        base = f"http://127.0.0.1:{port}"
+        heartbeat = f"bvx:{namespace}:worker:heartbeat"
+        store = redis.Redis.from_url(migrated.redis_url or "")
+        ready = beating = False
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while not (ready and beating):
+            for name, process in (("serve", api), ("worker", worker)):
+                if process.poll() is not None:
+                    raise RuntimeError(f"brandvx {name} exited: {_tail(logs / f'{name}.log')}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"not ready (api {ready}, worker {beating}):\n{_tail(logs / 'serve.log')}\n"
+                    f"{_tail(logs / 'worker.log')}"
+                )
+            if not ready:
+                with suppress(httpx.HTTPError):
+                    ready = httpx.get(base + "/ready", timeout=1).status_code == 200
+            beating = beating or store.get(heartbeat) is not None
+            time.sleep(0.1)
+        settings = migrated.model_copy(
+            update={
+                "redis_namespace": namespace,
+                "openai_api_key": API_KEY,
+                "openai_base_url": fake.base_url,
+                "ai_model": MODEL,
+                "ai_idle_timeout_seconds": IDLE_TIMEOUT,
+                "ai_timeout_seconds": AI_TIMEOUT,
+                "ai_max_retries": 0,
+            }
+        )
+        yield Stack(fake, base, f"ws://127.0.0.1:{port}/graphql", namespace, settings)
+    finally:
+        for process in processes:
+            _stop(process)
+        fake.stop()
+        cleanup = redis.Redis.from_url(migrated.redis_url or "")
+        for key in cleanup.scan_iter(match=f"bvx:{namespace}:*"):
+            cleanup.delete(key)
+        cleanup.close()
+
+
+@pytest.fixture
+def stack(askvx_stack: Stack) -> Stack:
+    askvx_stack.fake.reset()
+    return askvx_stack
+
+
+@pytest.fixture
+async def api(askvx_stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=askvx_stack.base_url, timeout=10) as http:
+        yield http
+
+
+# ---------------------------------------------------------------- helpers
+
+START = "mutation($t: String) { startChatSession(input: {title: $t}) { session { id } userErrors { code } } }"
+SEND = """
+mutation($s: ID!, $c: String!) {
+  sendChatMessage(input: {sessionId: $s, content: $c}) {
+    userMessage { id role content status error }
+    replyMessage { id role content status error }
+    userErrors { field message code }
+  }
+}
+"""
+MESSAGE = "query($id: ID!) { node(id: $id) { ... on ChatMessage { id role content status error } } }"
+SESSIONS = """
+{ chatSessions(first: 20) { edges { node { id title
+    messages { edges { node { id role content status error } } } } } } }
+"""
+REPLY = "subscription($m: ID!) { chatReply(messageId: $m) { messageId delta text done error } }"
+
+
+def uuid_of(global_id: str) -> str:
+    return base64.urlsafe_b64decode(global_id + "=" * (-len(global_id) % 4)).decode().split(":", 1)[1]
+
+
+async def new_tenant(api: httpx.AsyncClient, name: str = "AskVX Salon") -> TenantFixture:
+    return await make_tenant(api, name=name, owner=make_user())
+
+
+async def call(api: httpx.AsyncClient, tenant: TenantFixture, query: str, **variables: Any) -> dict[str, Any]:
+    body = await gql(api, query, variables, token=tenant.owner.token, tenant=tenant.uuid)
+    assert "errors" not in body, body
+    data: dict[str, Any] = body["data"]
+    return data
+
+
+async def start_session(api: httpx.AsyncClient, tenant: TenantFixture, title: str = "Rebooking") -> str:
+    payload = (await call(api, tenant, START, t=title))["startChatSession"]
+    assert payload["userErrors"] == []
+    session_id: str = payload["session"]["id"]
+    return session_id
+
+
+async def send(api: httpx.AsyncClient, tenant: TenantFixture, session: str, content: str) -> dict[str, Any]:
+    payload: dict[str, Any] = (await call(api, tenant, SEND, s=session, c=content))["sendChatMessage"]
+    return payload
+
+
+async def ask(api: httpx.AsyncClient, tenant: TenantFixture, session: str, content: str) -> str:
+    """Send a question that must be accepted; the reply message's global id."""
+    payload = await send(api, tenant, session, content)
+    assert payload["userErrors"] == [], payload
+    assert payload["replyMessage"]["status"] == "STREAMING"
+    reply_id: str = payload["replyMessage"]["id"]
+    return reply_id
+
+
+async def message(api: httpx.AsyncClient, tenant: TenantFixture, message_id: str) -> dict[str, Any] | None:
+    node: dict[str, Any] | None = (await call(api, tenant, MESSAGE, id=message_id))["node"]
+    return node
+
+
+async def wait_finished(
+    api: httpx.AsyncClient, tenant: TenantFixture, message_id: str, seconds: float = 10
+) -> dict[str, Any]:
+    async with asyncio.timeout(seconds):
+        while True:
+            found = await message(api, tenant, message_id)
+            assert found is not None
+            if found["status"] != "STREAMING":
+                return found
+            await asyncio.sleep(0.1)
+
+
+@asynccontextmanager
+async def socket(stack: Stack, tenant: TenantFixture) -> AsyncIterator[Any]:
+    async with websockets.connect(
+        stack.ws_url,
+        subprotocols=[websockets.Subprotocol("graphql-transport-ws")],
+        open_timeout=5,
+        close_timeout=2,
+    ) as ws:
+        init = {"Authorization": f"Bearer {tenant.owner.token}", "X-Tenant-Id": tenant.uuid}
+        await ws.send(json.dumps({"type": "connection_init", "payload": init}))
+        assert await frame(ws) == {"type": "connection_ack"}
+        yield ws
+
+
+async def frame(ws: Any, seconds: float = 10) -> dict[str, Any]:
+    while True:
+        received: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), seconds))
+        if received.get("type") != "ping":
+            return received
+        await ws.send(json.dumps({"type": "pong"}))
+
+
+async def subscribe(ws: Any, op: str, message_id: str) -> None:
+    await ws.send(
+        json.dumps(
+            {"id": op, "type": "subscribe", "payload": {"query": REPLY, "variables": {"m": message_id}}}
+        )
+    )
+
+
+async def reply_events(ws: Any, op: str, seconds: float = 10) -> list[dict[str, Any]]:
+    """`next` events of one subscription until its `complete`; anything else fails the test."""
+    events: list[dict[str, Any]] = []
+    async with asyncio.timeout(seconds):
+        while True:
+            received = await frame(ws)
+            assert received.get("id") == op, received
+            if received["type"] == "complete":
+                return events
+            assert received["type"] == "next", received
+            assert "errors" not in received["payload"], received
+            events.append(received["payload"]["data"]["chatReply"])
+
+
+async def follow(
+    stack: Stack, tenant: TenantFixture, message_id: str, seconds: float = 10
+) -> list[dict[str, Any]]:
+    async with socket(stack, tenant) as ws:
+        await subscribe(ws, "r", message_id)
+        return await reply_events(ws, "r", seconds)
+
+
+def cumulative(deltas: list[str]) -> list[str]:
+    return ["".join(deltas[: i + 1]) for i in range(len(deltas))]
+
+
+def libpq(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@asynccontextmanager
+async def owner_db(settings: Settings, tenant_uuid: str) -> AsyncIterator[asyncpg.Connection]:
+    """The owner's connection (as migrations use), in one transaction scoped to the tenant."""
+    conn = await asyncpg.connect(libpq(settings.database_url or ""), timeout=10)
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT set_config('app.tenant_id', $1, true)", tenant_uuid)
+            yield conn
+    finally:
+        await conn.close()
+
+
+# ---------------------------------------------------------------- streaming
+
+
+async def test_reply_streams_over_a_real_websocket(stack: Stack, api: httpx.AsyncClient) -> None:
+    deltas = ["Rebook ", "clients ", "before ", "they ", "leave."]
+    full = "Rebook clients before they leave."
+    question = "How do I keep my regulars coming back?"
+    stack.fake.enqueue(Script(deltas=deltas, delay_between=0.05, usage=(40, 9)))
+    tenant = await new_tenant(api)
+    session = await start_session(api, tenant)
+    async with socket(stack, tenant) as ws:
+        payload = await send(api, tenant, session, question)
+        assert payload["userErrors"] == []
+        user, reply = payload["userMessage"], payload["replyMessage"]
+        assert {k: user[k] for k in ("role", "content", "status", "error")} == {
+            "role": "USER",
+            "content": question,
+            "status": "COMPLETE",
+            "error": None,
+        }
+        assert {k: reply[k] for k in ("role", "content", "status", "error")} == {
+            "role": "ASSISTANT",
+            "content": "",
+            "status": "STREAMING",
+            "error": None,
+        }
+        await subscribe(ws, "1", reply["id"])
+        events = await reply_events(ws, "1")
+
+    assert [e["delta"] for e in events] == [*deltas, ""]
+    assert [e["text"] for e in events] == [*cumulative(deltas), full]
+    assert [e["done"] for e in events] == [False] * len(deltas) + [True]
+    assert {e["messageId"] for e in events} == {reply["id"]}
+    assert all(e["error"] is None for e in events)
+
+    sessions = (await call(api, tenant, SESSIONS))["chatSessions"]["edges"]
+    assert len(sessions) == 1
+    assert sessions[0]["node"]["id"] == session
+    stored = [edge["node"] for edge in sessions[0]["node"]["messages"]["edges"]]
+    assert stored == [
+        {"id": user["id"], "role": "USER", "content": question, "status": "COMPLETE", "error": None},
+        {"id": reply["id"], "role": "ASSISTANT", "content": full, "status": "COMPLETE", "error": None},
+    ]
+
+    [request] = stack.fake.requests
+    assert request.authorized
+    assert request.stream is True
+    assert request.model == MODEL
+    assert [item["role"] for item in request.input] == ["system", "user"]
+    assert request.input[0]["content"].startswith("You are AskVX")
+    assert request.input[-1] == {"role": "user", "content": question}
+
+
+async def test_late_subscriber_gets_the_whole_reply_at_once(stack: Stack, api: httpx.AsyncClient) -> None:
+    stack.fake.enqueue(Script(deltas=["Post ", "a before-", "and-after ", "photo."], usage=(20, 4)))
+    tenant = await new_tenant(api)
+    reply = await ask(api, tenant, await start_session(api, tenant), "What should I post this week?")
+    finished = await wait_finished(api, tenant, reply)
+    assert finished["status"] == "COMPLETE"
+    full = "Post a before-and-after photo."
+    assert await follow(stack, tenant, reply) == [
+        {"messageId": reply, "delta": full, "text": full, "done": True, "error": None}
+    ]
+
+
+async def test_reconnecting_subscriber_gets_a_replay_from_the_start(
+    stack: Stack, api: httpx.AsyncClient
+) -> None:
+    deltas = [f"step{i} " for i in range(10)]
+    full = "".join(deltas)
+    stack.fake.enqueue(Script(deltas=deltas, delay_between=0.2))
+    tenant = await new_tenant(api)
+    reply = await ask(api, tenant, await start_session(api, tenant), "Plan my slow Tuesdays")
+    async with socket(stack, tenant) as ws:
+        await subscribe(ws, "a", reply)
+        first = [await frame(ws) for _ in range(3)]
+    sent_at_disconnect = len(stack.fake.deltas_sent)
+    assert [f["payload"]["data"]["chatReply"]["text"] for f in first] == cumulative(deltas)[:3]
+    assert sent_at_disconnect < len(deltas)  # the socket went away mid-reply
+
+    events = await follow(stack, tenant, reply)
+    assert events[0]["delta"] == deltas[0]
+    assert "".join(e["delta"] for e in events) == full
+    assert events[-1]["text"] == full
+    assert events[-1]["done"] is True
+    assert [e["done"] for e in events].count(True) == 1
+    assert len(stack.fake.requests) == 1  # replayed from the stream, not asked twice
+    assert (await message(api, tenant, reply)) == {
+        "id": reply,
+        "role": "ASSISTANT",
+        "content": full,
+        "status": "COMPLETE",
+        "error": None,
+    }
+
+
+# ---------------------------------------------------------------- failures
+
+
+async def failed_reply(
+    stack: Stack, api: httpx.AsyncClient, script: Script, seconds: float = 10
+) -> tuple[TenantFixture, str, list[dict[str, Any]], float]:
+    stack.fake.enqueue(script)
+    tenant = await new_tenant(api)
+    session = await start_session(api, tenant)
+    async with socket(stack, tenant) as ws:
+        started = time.monotonic()
+        reply = await ask(api, tenant, session, "Why are my Friday bookings down?")
+        await subscribe(ws, "f", reply)
+        events = await reply_events(ws, "f", seconds)
+        elapsed = time.monotonic() - started
+    return tenant, reply, events, elapsed
+
+
+async def assert_failed(
+    api: httpx.AsyncClient,
+    tenant: TenantFixture,
+    reply: str,
+    events: list[dict[str, Any]],
+    text: str,
+    error: str,
+) -> None:
+    assert events, "no events"
+    assert events[-1] == {"messageId": reply, "delta": "", "text": text, "done": True, "error": error}
+    assert [e["done"] for e in events].count(True) == 1
+    assert await message(api, tenant, reply) == {
+        "id": reply,
+        "role": "ASSISTANT",
+        "content": text,
+        "status": "FAILED",
+        "error": error,
+    }
+
+
+async def test_provider_failure_mid_stream(stack: Stack, api: httpx.AsyncClient) -> None:
+    script = Script(deltas=["Check ", "your ", "reviews ", "first."], fail_after=2)
+    tenant, reply, events, _ = await failed_reply(stack, api, script)
+    error = "The AI provider failed while answering: the provider had an internal error (server_error)."
+    await assert_failed(api, tenant, reply, events, "Check your ", error)
+    assert [e["text"] for e in events[:-1]] == ["Check ", "Check your "]
+
+
+async def test_stalled_provider_times_out(stack: Stack, api: httpx.AsyncClient) -> None:
+    script = Script(deltas=["Slow ", "answer."], stall_after=1, stall_seconds=IDLE_TIMEOUT + 3)
+    tenant, reply, events, elapsed = await failed_reply(stack, api, script)
+    error = f"The AI provider stopped sending for {IDLE_TIMEOUT:g} seconds."
+    await assert_failed(api, tenant, reply, events, "Slow ", error)
+    # ARQ picks the job up within its 0.5 s poll; the stall is noticed after the idle timeout.
+    assert elapsed < IDLE_TIMEOUT + 3, elapsed
+
+
+async def test_reply_over_the_total_time_limit_fails(stack: Stack, api: httpx.AsyncClient) -> None:
+    # Never silent for the idle timeout, but longer in total than BRANDVX_AI_TIMEOUT_SECONDS.
+    deltas = [f"w{i} " for i in range(12)]
+    script = Script(deltas=deltas, delay_between=0.5)
+    tenant, reply, events, elapsed = await failed_reply(stack, api, script)
+    assert events
+    text = events[-1]["text"]
+    assert 0 < len(text) < len("".join(deltas))
+    assert "".join(deltas).startswith(text)
+    await assert_failed(
+        api, tenant, reply, events, text, "The AI provider took too long to answer. Try again."
+    )
+    assert AI_TIMEOUT - 0.5 < elapsed < AI_TIMEOUT + 3, elapsed
+
+
+async def test_cut_stream_fails(stack: Stack, api: httpx.AsyncClient) -> None:
+    script = Script(deltas=["Offer ", "a loyalty ", "card."], cut_after=2)
+    tenant, reply, events, _ = await failed_reply(stack, api, script)
+    await assert_failed(
+        api, tenant, reply, events, "Offer a loyalty ", "The AI provider's reply was cut off."
+    )

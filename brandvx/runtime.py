@@ -10,6 +10,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from brandvx.auth import Authenticator
+from brandvx.connect_flow import ConnectFlow, state_key
 from brandvx.dev_secrets import with_dev_secrets
 from brandvx.embedded import EmbeddedServers
 from brandvx.settings import Settings
@@ -23,7 +24,7 @@ from integrations.registry import ProviderClients, ProviderSettings
 from jobs.context import JobSettings, WorkerRuntime
 from jobs.queue import ArqQueue
 from persistence.db import Database
-from persistence.events import ChatReplyFeed, EventStreams
+from persistence.events import ChatReplyFeed, EventStreams, JobEventFeed
 from persistence.urls import runtime_url, to_asyncpg
 from resolvers.context import AppServices
 
@@ -61,6 +62,7 @@ class Runtime:
     analytics: PostHogAnalytics | NoAnalytics
     vault: PiiVault
     providers: ProviderClients
+    connect: ConnectFlow
     embedded: EmbeddedServers | None = None
     background: list[asyncio.Task[Any]] = field(default_factory=list)
 
@@ -132,6 +134,18 @@ def build_runtime(settings: Settings) -> Runtime:
         if settings.openai_api_key
         else OfflineChatModel()
     )
+    providers = ProviderClients(provider_settings(settings))
+    connect = ConnectFlow(
+        db=db,
+        redis=redis,
+        key_prefix=settings.key_prefix,
+        signing_key=state_key(settings.blind_index_key),
+        providers=providers,
+        keyring=vault.keyring,
+        public_url=settings.public_url,
+        app_url=settings.app_url,
+        allowed_origins=settings.allowed_origins,
+    )
     analytics = (
         PostHogAnalytics(api_key=settings.posthog_api_key, host=settings.posthog_host)
         if settings.posthog_api_key
@@ -143,13 +157,21 @@ def build_runtime(settings: Settings) -> Runtime:
         redis=redis,
         verifier=verifier,
         authenticator=Authenticator(db, verifier),
-        app_services=AppServices(uow=db, vault=vault, queue=queue, feed=ChatReplyFeed(events)),
+        app_services=AppServices(
+            uow=db,
+            vault=vault,
+            queue=queue,
+            feed=ChatReplyFeed(events),
+            connect=connect,
+            job_events=JobEventFeed(events),
+        ),
         events=events,
         queue=queue,
         model=model,
         analytics=analytics,
         vault=vault,
-        providers=ProviderClients(provider_settings(settings)),
+        providers=providers,
+        connect=connect,
         embedded=embedded,
     )
 

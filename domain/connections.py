@@ -228,3 +228,8 @@ async def disconnect(uow: UnitOfWork, actor: Actor, provider: Provider) -> Conne
     if removed is None:
         raise NotFound(f"{provider.value.title()} is not connected", field=["provider"])
     return removed
+
+
+class ConnectFlowPort(Protocol):
+    async def start(self, actor: Actor, provider: Provider, redirect_uri: str | None) -> str: ...
+    async def revoke(self, tenant_id: uuid.UUID, connection: Connection) -> None: ...

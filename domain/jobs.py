@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
 from domain.access import require_read, require_write
+from domain.connections import NotConnected
 from domain.errors import InvalidInput, NotFound
-from domain.model import Actor, Job, JobStatus
+from domain.model import Actor, Job, JobStatus, Provider
 from domain.pagination import Page, PageRequest
 from domain.ports import UnitOfWork
+
+
+class JobEvents(Protocol):
+    def follow(self, job_id: str, *, idle_seconds: float) -> AsyncIterator[bool]:
+        """Yields True when the job changed, False after idle_seconds of silence; ends when it is done."""
+        ...
 
 
 class JobQueue(Protocol):
@@ -89,3 +97,30 @@ async def mark_cancelled(uow: UnitOfWork, job_id: uuid.UUID, result: dict[str, A
 
 async def retrying(uow: UnitOfWork, job_id: uuid.UUID, message: str) -> Job | None:
     return await uow.jobs.update(job_id, message=message)
+
+
+def choose_providers(
+    kind: str,
+    asked: Sequence[Provider] | None,
+    *,
+    supported: Sequence[Provider],
+    connected: Sequence[Provider],
+) -> list[Provider]:
+    """The providers a sync covers: those asked for (each connected and able), or every able one."""
+    if asked:
+        chosen = list(dict.fromkeys(asked))
+        unable = [p for p in chosen if p not in supported]
+        if unable:
+            raise InvalidInput(
+                f"{', '.join(p.value.title() for p in unable)} cannot sync {kind}", field=["providers"]
+            )
+        missing = [p for p in chosen if p not in connected]
+        if missing:
+            raise NotConnected(
+                f"Connect {', '.join(p.value.title() for p in missing)} first", field=["providers"]
+            )
+        return chosen
+    chosen = [p for p in supported if p in connected]
+    if not chosen:
+        raise NotConnected(f"Connect a {kind} provider first", field=["providers"])
+    return chosen

@@ -62,8 +62,12 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    try:
+        seconds = float(value)  # "120", and Shopify's "2.0"
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if seconds == seconds else None  # NaN is no answer
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -40,6 +40,10 @@ class ProviderClients:
         self._s = settings
         self._clients: dict[Provider, Any] = {}
 
+    @property
+    def apple_url(self) -> str:
+        return self._s.apple_caldav_url
+
     def configured(self, provider: Provider) -> bool:
         s = self._s
         return {

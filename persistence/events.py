@@ -91,3 +91,23 @@ class ChatReplyFeed:
                     yield ReplyEvent(delta=delta, text=text, done=done, error=fields.get("error") or None)
                 if done:
                     return
+
+
+class JobEventFeed:
+    """Implements domain.jobs.JobEvents: change notices for a job, read from its stream."""
+
+    def __init__(self, streams: EventStreams) -> None:
+        self._streams = streams
+
+    async def follow(self, job_id: str, *, idle_seconds: float) -> AsyncIterator[bool]:
+        key = self._streams.job_key(job_id)
+        last = "0-0"
+        while True:
+            entries = await self._streams.entries(key, after=last, block_ms=int(idle_seconds * 1000))
+            if not entries:
+                yield False
+                continue
+            last = entries[-1][0]
+            yield True
+            if any(fields.get("done") == "1" for _, fields in entries):
+                return

@@ -374,6 +374,37 @@ class SyncRepo:
             has_previous=page.after is not None,
         )
 
+    async def appointment(self, appointment_id: uuid.UUID) -> Appointment | None:
+        r = (
+            await self._conn.execute(select(t.appointments).where(t.appointments.c.id == appointment_id))
+        ).first()
+        if r is None:
+            return None
+        return Appointment(
+            id=r.id,
+            title=r.title,
+            starts_at=r.starts_at,
+            ends_at=r.ends_at,
+            status=r.status,
+            contact_id=r.contact_id,
+        )
+
+    async def inventory_item(self, item_id: uuid.UUID) -> InventoryItem | None:
+        r = (
+            await self._conn.execute(select(t.inventory_items).where(t.inventory_items.c.id == item_id))
+        ).first()
+        if r is None:
+            return None
+        return InventoryItem(
+            id=r.id,
+            sku=r.sku,
+            name=r.name,
+            quantity=r.quantity,
+            low_stock_threshold=r.low_stock_threshold,
+            price_cents=r.price_cents,
+            provider=Provider(r.provider),
+        )
+
     async def sources_of(
         self, appointment_ids: Sequence[uuid.UUID]
     ) -> dict[uuid.UUID, list[AppointmentSource]]:

@@ -10,10 +10,11 @@ from typing import Any
 from strawberry.dataloader import DataLoader
 
 from domain.ai import ReplyFeed
+from domain.connections import ConnectFlowPort
 from domain.contacts import PiiVault
 from domain.errors import Forbidden
-from domain.jobs import JobQueue
-from domain.model import Actor, ChatMessage, Contact, Tenant
+from domain.jobs import JobEvents, JobQueue
+from domain.model import Actor, AppointmentSource, ChatMessage, Contact, Tenant
 from domain.pagination import Page, PageRequest
 from domain.ports import UnitOfWork, UnitOfWorkFactory
 
@@ -26,6 +27,8 @@ class AppServices:
     vault: PiiVault
     queue: JobQueue
     feed: ReplyFeed
+    connect: ConnectFlowPort
+    job_events: JobEvents
 
 
 @dataclass
@@ -33,6 +36,7 @@ class Loaders:
     tenant_by_id: DataLoader[uuid.UUID, Tenant | None]
     contact_by_id: DataLoader[uuid.UUID, Contact | None]
     messages_by_session: DataLoader[tuple[uuid.UUID, PageRequest], Page[ChatMessage]]
+    sources_by_appointment: DataLoader[uuid.UUID, list[AppointmentSource]]
 
 
 @dataclass

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from strawberry.dataloader import DataLoader
 
 from domain import askvx
-from domain.model import Actor, ChatMessage, Contact, Tenant
+from domain.model import Actor, AppointmentSource, ChatMessage, Contact, Tenant
 from domain.pagination import Page, PageRequest
 from domain.ports import UnitOfWorkFactory
 from resolvers.context import Loaders
@@ -37,8 +37,14 @@ def build_loaders(uow: UnitOfWorkFactory, actor: Actor) -> Loaders:
                 results.update({(sid, page): pages[sid] for sid in session_ids})
         return [results[key] for key in keys]
 
+    async def sources(ids: Sequence[uuid.UUID]) -> list[list[AppointmentSource]]:
+        async with uow.for_actor(actor) as tx:
+            found = await tx.sync.sources_of(ids)
+        return [found.get(i, []) for i in ids]
+
     return Loaders(
         tenant_by_id=DataLoader(load_fn=tenants),
         contact_by_id=DataLoader(load_fn=contacts),
         messages_by_session=DataLoader(load_fn=messages),
+        sources_by_appointment=DataLoader(load_fn=sources),
     )

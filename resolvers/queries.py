@@ -63,6 +63,10 @@ async def node(ctx: Context, type_name: str, ident: uuid.UUID) -> object | None:
             return await uow.chat.session(ident)
         if type_name == "ChatMessage":
             return await uow.chat.message(ident)
+        if type_name == "Appointment":
+            return await uow.sync.appointment(ident)
+        if type_name == "InventoryItem":
+            return await uow.sync.inventory_item(ident)
         if type_name == "Job":
             return await uow.jobs.get(ident)
         if type_name == "TrainvxMemory":

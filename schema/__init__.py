@@ -26,6 +26,7 @@ from schema.contacts import Contact
 from schema.errors import ErrorCodes, MaskInternalErrors
 from schema.jobs import Job
 from schema.root import Mutation, Query, Subscription
+from schema.syncs import Appointment, InventoryItem
 from schema.tenancy import Tenant
 
 
@@ -74,7 +75,17 @@ def build_schema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        types=[Tenant, Contact, ApiKey, ChatSession, ChatMessage, TrainvxMemory, Job],
+        types=[
+            Tenant,
+            Contact,
+            ApiKey,
+            ChatSession,
+            ChatMessage,
+            TrainvxMemory,
+            Job,
+            Appointment,
+            InventoryItem,
+        ],
         extensions=extensions,
         config=StrawberryConfig(disable_field_suggestions=not introspection),
     )

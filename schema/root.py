@@ -26,6 +26,8 @@ from schema.askvx_root import AskvxMutation, AskvxQuery, AskvxSubscription
 from schema.common import AppInfo, Node, UserError, expect_global_id, from_global_id
 from schema.contacts import Contact, ContactConnection, CreateContactInput, CreateContactPayload
 from schema.jobs import Job
+from schema.syncs import Appointment, InventoryItem
+from schema.syncs_root import SyncMutation, SyncQuery, SyncSubscription
 from schema.tenancy import (
     CompleteOnboardingStepInput,
     CompleteOnboardingStepPayload,
@@ -41,7 +43,7 @@ from schema.tenancy import (
 
 
 @strawberry.type
-class Query(AskvxQuery):
+class Query(AskvxQuery, SyncQuery):
     @strawberry.field(description="Any object of the caller's tenant by global ID; null for anything else.")
     async def node(self, info: AppInfo, id: strawberry.ID) -> Node | None:
         parsed = from_global_id(id)
@@ -58,6 +60,8 @@ class Query(AskvxQuery):
             "ChatMessage": ChatMessage,
             "TrainvxMemory": TrainvxMemory,
             "Job": Job,
+            "Appointment": Appointment,
+            "InventoryItem": InventoryItem,
         }[parsed[0]]
         return mapper.from_domain(found)  # type: ignore[attr-defined, no-any-return]
 
@@ -88,7 +92,7 @@ class Query(AskvxQuery):
 
 
 @strawberry.type
-class Mutation(AskvxMutation):
+class Mutation(AskvxMutation, SyncMutation):
     @strawberry.mutation(description="Create a tenant; the caller becomes its OWNER_ADMIN.")
     async def create_tenant(self, info: AppInfo, input: CreateTenantInput) -> CreateTenantPayload:
         try:
@@ -167,5 +171,5 @@ class Mutation(AskvxMutation):
 
 
 @strawberry.type
-class Subscription(AskvxSubscription):
+class Subscription(AskvxSubscription, SyncSubscription):
     pass

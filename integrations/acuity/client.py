@@ -263,16 +263,18 @@ class AcuityCalendar:
     async def appointments(
         self, start: datetime, end: datetime, *, sync_token: str | None = None
     ) -> AsyncIterator[FetchedPage[ExternalAppointment]]:
-        """One page per accepted window, in time order; windows are contiguous and cover the walk.
+        """One page per accepted window, in time order; the windows are contiguous.
 
-        The walk runs from ``start - OVERLAP_LOOKBACK`` to ``end``. ``sync_token`` is ignored.
+        The walk runs from ``start - OVERLAP_LOOKBACK`` to ``end`` (a little past it when ``end`` falls
+        in a repeated autumn hour, and 14 hours wider each side when the account's timezone is unknown);
+        pages hold only appointments overlapping [start, end), each id once. ``sync_token`` is ignored.
         """
         if start.tzinfo is None or end.tzinfo is None:
             raise ValueError("start and end must be timezone-aware")
         if end <= start:
             return
         zone, padding = await self._account_timezone()
-        walk_end = end + padding
+        walk_end = _past_fold(end + padding, zone)
         cursor = start - OVERLAP_LOOKBACK - padding
         seen: set[str] = set()
         while cursor < walk_end:
@@ -281,7 +283,7 @@ class AcuityCalendar:
             while pending:
                 low, high = pending.pop()
                 raw = await self._fetch(low, high, zone)
-                if len(raw) > 10**9:
+                if len(raw) >= self._client.max_per_request:
                     middle = _split_point(low, high)
                     if high - low <= self._client.min_window or middle is None:
                         raise IncompleteSync(
@@ -320,18 +322,30 @@ class AcuityCalendar:
 
     async def _account_timezone(self) -> tuple[tzinfo, timedelta]:
         if self._timezone is None:
-            name = (await self._client.me(self.auth)).get("timezone")
-            try:
-                if not isinstance(name, str) or not name:
-                    raise ZoneInfoNotFoundError(name)
-                self._timezone = (ZoneInfo(name), timedelta(0))
-            except (ZoneInfoNotFoundError, ValueError):
+            zone = _zone((await self._client.me(self.auth)).get("timezone"))
+            if zone is None:
                 log.warning(
                     "Acuity account timezone unknown; walking in UTC with %s padding",
                     UNKNOWN_TIMEZONE_PADDING,
                 )
                 self._timezone = (ZoneInfo("UTC"), UNKNOWN_TIMEZONE_PADDING)
+            else:
+                self._timezone = (zone, timedelta(0))
         return self._timezone
+
+
+def _past_fold(moment: datetime, zone: tzinfo) -> datetime:
+    """``moment``, or the first half hour after it whose local time is unambiguous.
+
+    Where clocks go back, the last bound could be read as the earlier of two instants and the final
+    hour missed; appointments past the asked end are filtered out anyway.
+    """
+    for _ in range(8):
+        local = moment.astimezone(zone).replace(tzinfo=None)
+        if local.replace(tzinfo=zone, fold=0).utcoffset() == local.replace(tzinfo=zone, fold=1).utcoffset():
+            return moment
+        moment += timedelta(minutes=30)
+    return moment
 
 
 def _split_point(low: datetime, high: datetime) -> datetime | None:
@@ -388,15 +402,17 @@ def _text(value: object) -> str | None:
     return (value.strip() or None) if isinstance(value, str) else None
 
 
+def _zone(name: object) -> tzinfo | None:
+    if not isinstance(name, str) or not name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
 def _zone_of(raw: Mapping[str, Any]) -> tzinfo | None:
-    for key in ("timezone", "calendarTimezone"):
-        name = raw.get(key)
-        if isinstance(name, str) and name:
-            try:
-                return ZoneInfo(name)
-            except (ZoneInfoNotFoundError, ValueError):
-                continue
-    return None
+    return _zone(raw.get("timezone")) or _zone(raw.get("calendarTimezone"))
 
 
 def _parse_datetime(value: object, raw: Mapping[str, Any]) -> datetime | None:

@@ -174,10 +174,15 @@ class AppleCalendarSource:
                 by_name.setdefault(_name_key(name), []).append(calendar)
         chosen: list[Calendar] = []
         missing: list[str] = []
-        for wanted in dict.fromkeys(_name_key(name) for name in self._calendar_names):
-            matches = [calendar for calendar in by_name.get(wanted, []) if _holds_events(calendar)]
+        wanted: set[str] = set()
+        for name in self._calendar_names:
+            key = _name_key(name)
+            if key in wanted:
+                continue
+            wanted.add(key)
+            matches = [calendar for calendar in by_name.get(key, []) if _holds_events(calendar)]
             if not matches:
-                missing.append(wanted)
+                missing.append(name)
             chosen.extend(matches)
         if missing:
             raise ProviderError(
@@ -189,11 +194,15 @@ class AppleCalendarSource:
     def _calendar_appointments(
         self, calendar: Calendar, window: tuple[datetime, datetime]
     ) -> list[ExternalAppointment]:
-        found = _sync_result(calendar.search(start=window[0], end=window[1], event=True, expand=True))
+        # caldav leaves the result's element type open; an event search yields calendar objects.
+        found = cast(
+            list[CalendarObjectResource],
+            _sync_result(calendar.search(start=window[0], end=window[1], event=True, expand=True)),
+        )
         owner = self._username.casefold() if "@" in self._username else None
         records: list[ExternalAppointment] = []
         skipped = 0
-        for resource in cast(list[CalendarObjectResource], found):
+        for resource in found:
             for component in resource.get_icalendar_instance().walk("VEVENT"):
                 record = appointment_from_vevent(component, owner=owner)
                 if record is None:
@@ -252,11 +261,16 @@ def provider_error(exc: BaseException) -> ProviderError | None:
     if isinstance(exc, ProviderError):
         return exc
     if isinstance(exc, caldav_error.RateLimitError):
-        kind = "transient" if exc.status == 503 else "rate_limited"
-        message = (
-            f"{PROVIDER_NAME} is rate limiting requests" if kind == "rate_limited" else _unavailable(503)
+        if exc.status == 503:
+            return ProviderError(
+                "transient", _unavailable(503), status=503, retry_after=exc.retry_after_seconds
+            )
+        return ProviderError(
+            "rate_limited",
+            f"{PROVIDER_NAME} is rate limiting requests",
+            status=exc.status,
+            retry_after=exc.retry_after_seconds,
         )
-        return ProviderError(kind, message, status=exc.status, retry_after=exc.retry_after_seconds)
     if isinstance(exc, caldav_error.AuthorizationError):
         if exc.status == 401:
             return ProviderError("auth", f"{PROVIDER_NAME} refused the app-specific password", status=401)
@@ -314,7 +328,7 @@ def _sync_result(value: T | Coroutine[Any, Any, T]) -> T:
 
 
 def _holds_events(calendar: Calendar) -> bool:
-    components = _sync_result(calendar.get_supported_components())
+    components: list[object] = _sync_result(calendar.get_supported_components())
     return any(str(component).upper() == "VEVENT" for component in components)
 
 
@@ -402,9 +416,13 @@ def _customer(event: icalendar.Component, *, owner: str | None) -> ExternalCusto
             if customer is not None:
                 return customer
     # Invited by someone else: no attendee but the account itself, so the inviter is the customer.
-    if organizer is not None and owner and any(_address_key(a) == owner for a in attendees):
-        if _address_key(organizer) != owner:
-            return _as_customer(organizer)
+    if (
+        organizer is not None
+        and owner
+        and _address_key(organizer) != owner
+        and any(_address_key(attendee) == owner for attendee in attendees)
+    ):
+        return _as_customer(organizer)
     return None
 
 

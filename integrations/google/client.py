@@ -194,17 +194,15 @@ class GoogleCalendarClient:
     async def revoke(self, token: TokenSet) -> None:
         """Revoke the grant. Revoking the refresh token (or, without one, the access token) ends both.
 
-        A token Google already considers expired or revoked counts as revoked.
+        The token goes in the form body, which Google's revocation endpoint accepts as well as
+        ``?token=`` (RFC 7009): httpx logs request URLs at INFO, and a refresh token must not reach
+        the logs. A token Google already considers expired or revoked counts as revoked.
         """
         observer = _Observer()
         target = token.refresh_token or token.access_token
         try:
             await self._oauth_http.request(
-                "POST",
-                f"{self._token_base}/revoke",
-                params={"token": target},
-                headers={"Content-Type": "application/x-www-form-urlencoded"},
-                auth=observer,
+                "POST", f"{self._token_base}/revoke", data={"token": target}, auth=observer
             )
         except ProviderError as error:
             if error.status == 400 and observer.oauth_error == "invalid_token":

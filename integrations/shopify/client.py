@@ -23,7 +23,7 @@ import hmac
 import json
 import re
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Final
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -163,12 +163,12 @@ def _price_cents(value: Any) -> int:
         raise _malformed("a price")
     try:
         price = Decimal(value.strip())
-    except InvalidOperation:
+        if not price.is_finite() or price < 0:
+            raise _malformed("a price")
+        # Shopify prices have two decimals; anything finer rounds to the nearest cent.
+        return int((price * 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    except ArithmeticError:  # decimal.InvalidOperation, Overflow: not a number, or no price
         raise _malformed("a price") from None
-    if not price.is_finite() or price < 0:
-        raise _malformed("a price")
-    # Shopify prices have two decimals; anything finer rounds to the nearest cent.
-    return int((price * 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
 class ShopifyInventory:

@@ -31,6 +31,11 @@ SCOPES: Final = (
 
 
 class SquareClient:
+    """One Square application (client id and secret); per-seller sources are made from access tokens.
+
+    ``http``, when given, must already point at ``base_url``; whoever built it closes it.
+    """
+
     def __init__(
         self,
         *,

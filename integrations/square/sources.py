@@ -52,6 +52,7 @@ __all__ = [
 
 log = logging.getLogger("brandvx.integrations.square")
 
+# Square's own default for a missing start_at_max is start_at_min + 31 days: the widest range it takes.
 BOOKINGS_WINDOW: Final = timedelta(days=31)
 MAX_BOOKINGS_PAGE: Final = 100
 MAX_CUSTOMER_IDS: Final = 100

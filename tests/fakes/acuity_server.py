@@ -81,15 +81,15 @@ class _Failure:
 class _Appointment:
     id: int
     starts_at: datetime  # aware, in the account's zone
-    duration: int
-    first_name: str
-    last_name: str
-    email: str
-    phone: str
-    type_id: int
-    type_name: str
     calendar_id: int
     calendar: str
+    duration: int = 60
+    first_name: str = "Ana"
+    last_name: str = "Moss"
+    email: str = "ana.moss@example.com"
+    phone: str = "+15555550100"
+    type_id: int = 101
+    type_name: str = "Haircut"
     canceled: bool = False
     no_show: bool = False
     timestamp: float = field(init=False)
@@ -235,9 +235,17 @@ class FakeAcuity:
         """One appointment; a naive ``starts_at`` is local to the account. Returns its id."""
         with self._lock:
             appointment = self._new(
-                starts_at, duration_minutes, canceled, no_show, first_name, last_name, email, phone
+                starts_at,
+                duration=duration_minutes,
+                canceled=canceled,
+                no_show=no_show,
+                first_name=first_name,
+                last_name=last_name,
+                email=email,
+                phone=phone,
+                type_name=type_name,
+                type_id=type_id,
             )
-            appointment.type_name, appointment.type_id = type_name, type_id
             self._insert([appointment])
             return appointment.id
 
@@ -276,15 +284,16 @@ class FakeAcuity:
                 canceled = index % cancel_every == 0
                 appointment = self._new(
                     local,
-                    duration,
-                    canceled,
-                    not canceled and index % no_show_every == 0,
-                    first,
-                    last,
-                    f"{first}.{last}{index}@example.com".lower(),
-                    f"+1555{index:07d}",
+                    duration=duration,
+                    canceled=canceled,
+                    no_show=not canceled and index % no_show_every == 0,
+                    first_name=first,
+                    last_name=last,
+                    email=f"{first}.{last}{index}@example.com".lower(),
+                    phone=f"+1555{index:07d}",
+                    type_id=type_id,
+                    type_name=type_name,
                 )
-                appointment.type_id, appointment.type_name = type_id, type_name
                 created.append(appointment)
             self._insert(created)
         return [appointment.id for appointment in created]
@@ -293,7 +302,7 @@ class FakeAcuity:
         """``count`` appointments at the same minute (no window can separate them)."""
         with self._lock:
             created = [
-                self._new(at, duration_minutes, False, False, "Ana", "Moss", f"b{i}@example.com", "")
+                self._new(at, duration=duration_minutes, email=f"b{i}@example.com", phone="")
                 for i in range(count)
             ]
             self._insert(created)
@@ -302,10 +311,6 @@ class FakeAcuity:
     def ids(self) -> set[str]:
         with self._lock:
             return {str(appointment_id) for appointment_id in self._by_id}
-
-    def appointment_json(self, appointment_id: int) -> dict[str, Any]:
-        with self._lock:
-            return self._by_id[appointment_id].to_json(self.timezone)
 
     def issue_token(self) -> str:
         """A valid OAuth access token, as if an owner had connected the app."""
@@ -332,34 +337,16 @@ class FakeAcuity:
     def list_requests(self) -> list[RecordedRequest]:
         return [request for request in self.requests if request.path == "/api/v1/appointments"]
 
-    def _new(
-        self,
-        starts_at: datetime,
-        duration: int,
-        canceled: bool,
-        no_show: bool,
-        first_name: str,
-        last_name: str,
-        email: str,
-        phone: str,
-    ) -> _Appointment:
+    def _new(self, starts_at: datetime, **fields: Any) -> _Appointment:
         if starts_at.tzinfo is None:
             starts_at = starts_at.replace(tzinfo=self.zone)
         calendar_id, calendar = _CALENDARS[self._next_id % len(_CALENDARS)]
         appointment = _Appointment(
             id=self._next_id,
             starts_at=starts_at.astimezone(self.zone),
-            duration=duration,
-            first_name=first_name,
-            last_name=last_name,
-            email=email,
-            phone=phone,
-            type_id=_TYPES[0][0],
-            type_name=_TYPES[0][1],
             calendar_id=calendar_id,
             calendar=calendar,
-            canceled=canceled,
-            no_show=no_show,
+            **fields,
         )
         self._next_id += 1
         return appointment

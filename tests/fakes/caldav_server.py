@@ -41,6 +41,7 @@ class Attendee:
     email: str
     name: str | None = None
     role: str = "REQ-PARTICIPANT"
+    cutype: str | None = None  # INDIVIDUAL when absent; ROOM, RESOURCE, GROUP
 
 
 def vevent(
@@ -51,13 +52,15 @@ def vevent(
     end: datetime | date | None = None,
     duration: timedelta | None = None,
     rrule: str | None = None,
+    recurrence_id: datetime | None = None,
     status: str | None = None,
     organizer: Attendee | None = None,
     attendees: Sequence[Attendee] = (),
 ) -> icalendar.Event:
     """One VEVENT. A naive ``start`` is a floating time; a ``date`` makes an all-day event.
 
-    ``rrule`` is the RRULE value as written in iCalendar (``FREQ=WEEKLY;COUNT=4``).
+    ``rrule`` is the RRULE value as written in iCalendar (``FREQ=WEEKLY;COUNT=4``); an override of
+    one occurrence is a second VEVENT with the same UID and ``recurrence_id``, PUT with its series.
     """
     event = icalendar.Event()
     event.add("uid", uid)
@@ -73,12 +76,17 @@ def vevent(
         event.add("duration", duration)
     if rrule is not None:
         event.add("rrule", icalendar.vRecur.from_ical(rrule))
+    if recurrence_id is not None:
+        event.add("recurrence-id", recurrence_id)
     if status is not None:
         event.add("status", status)
     if organizer is not None:
-        event.add("organizer", _address(organizer))
+        event.add("organizer", _address(organizer, role=None))
     for attendee in attendees:
-        event.add("attendee", _address(attendee), encode=False)
+        address = _address(attendee, role=attendee.role)
+        if attendee.cutype is not None:
+            address.params["CUTYPE"] = attendee.cutype
+        event.add("attendee", address)
     return event
 
 
@@ -90,14 +98,16 @@ def vcalendar(*events: icalendar.Event) -> str:
     for event in events:
         cal.add_component(event)
     cal.add_missing_timezones()
-    return cal.to_ical().decode()
+    data: bytes = cal.to_ical()
+    return data.decode()
 
 
-def _address(who: Attendee) -> icalendar.vCalAddress:
+def _address(who: Attendee, *, role: str | None) -> icalendar.vCalAddress:
     address = icalendar.vCalAddress(f"mailto:{who.email}")
     if who.name is not None:
         address.params["CN"] = who.name
-    address.params["ROLE"] = who.role
+    if role is not None:
+        address.params["ROLE"] = role
     return address
 
 
@@ -219,6 +229,8 @@ class RadicaleServer:
             },
             "brandvx tests",
         )
+        # A throwaway directory needs no fsync; it is an internal option, hence `privileged`.
+        configuration.update({"storage": {"_filesystem_fsync": "False"}}, "brandvx tests", privileged=True)
         return configuration
 
     def _serve(self, configuration: radicale_config.Configuration) -> None:

@@ -17,7 +17,14 @@ import httpx
 import pytest
 
 from domain.model import Provider
-from domain.sync import CalendarSource, ExternalAppointment, FetchedPage, IncompleteSync, ProviderError
+from domain.sync import (
+    CalendarSource,
+    ExternalAppointment,
+    FetchedPage,
+    IncompleteSync,
+    OAuthClient,
+    ProviderError,
+)
 from integrations.acuity import (
     OVERLAP_LOOKBACK,
     AcuityBasic,
@@ -317,8 +324,8 @@ async def test_basic_and_bearer_both_work(fake: FakeAcuity, client: AcuityClient
         ]
         assert source.next_sync_token is None
 
-    authorizations = {r.path for r in fake.requests if r.status == 200}
-    assert "/api/v1/me" in authorizations
+    answered = {r.path for r in fake.requests if r.status == 200}
+    assert "/api/v1/me" in answered
 
 
 @pytest.mark.parametrize("which", ["basic", "bearer"])
@@ -413,7 +420,8 @@ def test_webhook_bodies_that_are_not_notifications(body: bytes) -> None:
 
 
 async def test_oauth_authorize_and_exchange(fake: FakeAcuity, client: AcuityClient) -> None:
-    url = client.authorize_url(state="st-123", redirect_uri=REDIRECT)
+    oauth: OAuthClient = client  # mypy checks the port is implemented
+    url = oauth.authorize_url(state="st-123", redirect_uri=REDIRECT)
     parts = urlsplit(url)
     assert f"{parts.scheme}://{parts.netloc}{parts.path}" == f"{fake.base_url}/oauth2/authorize"
     query = {key: values[0] for key, values in parse_qs(parts.query).items()}
@@ -468,3 +476,34 @@ async def test_client_owns_the_http_layer_it_builds(fake: FakeAcuity) -> None:
         assert me["timezone"] == "America/New_York"
     finally:
         await client.aclose()
+
+
+async def test_range_ending_in_the_repeated_autumn_hour_still_reaches_its_end(
+    fake: FakeAcuity, client: AcuityClient
+) -> None:
+    # 2 November 2025, 01:00-02:00 happens twice in New York; end falls in the second 01:xx (EST).
+    end = datetime(2025, 11, 2, 6, 45, tzinfo=UTC)  # 01:45 EST
+    late = fake.add(starts_at=datetime(2025, 11, 2, 6, 15, tzinfo=UTC))  # 01:15 EST, inside the range
+    after = fake.add(starts_at=datetime(2025, 11, 2, 7, 0, tzinfo=UTC))  # 02:00 EST, after it
+
+    pages = await collect(basic(fake, client), end - timedelta(days=2), end)
+
+    assert ids_of(pages) == [str(late)]
+    assert str(after) not in ids_of(pages)
+
+
+async def test_unknown_account_timezone_walks_in_utc_with_padding(
+    fake: FakeAcuity, client: AcuityClient
+) -> None:
+    first = fake.add(starts_at=datetime(2025, 3, 1, 0, 30))  # local midnight-ish: 05:30 UTC
+    last = fake.add(starts_at=datetime(2025, 3, 1, 23, 30))  # 04:30 UTC the next day
+    fake.timezone = "Mars/Olympus_Mons"  # what /me reports; the data keeps its real zone
+    try:
+        pages = await collect(basic(fake, client), RANGE_START, RANGE_START + timedelta(days=1))
+    finally:
+        fake.timezone = "America/New_York"
+
+    assert ids_of(pages) == [str(first), str(last)]
+    spans = [page.window for page in pages if page.window is not None]
+    assert spans[0][0] == RANGE_START - OVERLAP_LOOKBACK - timedelta(hours=14)
+    assert spans[-1][1] == RANGE_START + timedelta(days=1, hours=14)

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from domain import jobs
+from domain.access import require_write
+from domain.model import Job, JobStatus, Provider
+from resolvers.context import Context
+
+CALENDAR_PROVIDERS = (Provider.SQUARE, Provider.ACUITY, Provider.GOOGLE, Provider.APPLE)
+INVENTORY_PROVIDERS = (Provider.SQUARE, Provider.SHOPIFY)
+
+
+async def start_sync(ctx: Context, *, kind: str, providers: Sequence[Provider] | None) -> Job:
+    """One job per kind and provider set while one runs: asking again returns the running job."""
+    actor = ctx.require_actor
+    tenant_id = require_write(actor)
+    supported = CALENDAR_PROVIDERS if kind == "calendar" else INVENTORY_PROVIDERS
+    async with ctx.transaction() as uow:
+        connected = [c.provider for c in await uow.connections.all()]
+        chosen = jobs.choose_providers(kind, providers, supported=supported, connected=connected)
+        dedupe = f"{kind}_sync:{','.join(sorted(p.value for p in chosen))}"
+        job = await jobs.create_job(uow, tenant_id, kind=f"{kind}_sync", dedupe_key=dedupe)
+    if job.status is JobStatus.PENDING:
+        await ctx.services.queue.enqueue(
+            f"sync_{kind}", str(tenant_id), str(job.id), [p.value for p in chosen], job_id=f"sync:{job.id}"
+        )
+    return job

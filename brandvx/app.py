@@ -15,6 +15,7 @@ from starlette.routing import Route, WebSocketRoute
 from brandvx.explorer import explorer_static_mount
 from brandvx.graphql_view import GraphQLView
 from brandvx.ops import MetricsMiddleware, health, metrics, ready
+from brandvx.provider_routes import provider_routes
 from brandvx.runtime import Runtime, build_runtime, worker_runtime
 from brandvx.settings import Settings
 from brandvx.telemetry import configure_logging, configure_sentry
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None, *, inline_worker: bool | None =
             Route("/health", health),
             Route("/ready", ready),
             Route("/metrics", metrics),
+            *provider_routes(),
         ],
         middleware=[Middleware(MetricsMiddleware)],
         lifespan=lifespan,

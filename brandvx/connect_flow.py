@@ -119,6 +119,13 @@ class ConnectFlow:
             tokens = await oauth.exchange_code(code=code, redirect_uri=self.callback_url(provider))
         except ProviderError as exc:
             raise ProviderFailed(exc.message) from None
+        if provider is Provider.GOOGLE:
+            from integrations.google import CALENDAR_SCOPE
+
+            if CALENDAR_SCOPE not in tokens.scopes:
+                raise ProviderFailed(
+                    "Google did not grant access to your calendar; connect again and allow it"
+                )
         config = {"shop": shop} if shop else {}
         await self._save(state, provider, tokens, config)
         return self.landing(state, provider, ok=True)

@@ -119,6 +119,10 @@ def plan_page(
         if existing is not None:
             plan.updates.append(AppointmentWrite(existing, record, contact_id))
             continue
+        if record.status == "cancelled":
+            # A cancellation of a booking we never had (deleted before the first sync) adds nothing.
+            plan.skipped += 1
+            continue
         match = by_reference.get(record.shared_reference) if record.shared_reference else None
         if match is None and contact_id is not None:
             match = next(

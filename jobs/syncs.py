@@ -155,6 +155,8 @@ async def _sync_one(
                 )
                 SYNC_RECORDS.labels(provider.value, kind).inc(len(page.items))
                 await progress(done, f"{label}: {stats.fetched} appointments")
+            # A provider may fall back from an expired sync token to a full listing.
+            stats.incremental = stats.incremental and not getattr(source, "full_resync", False)
             state = {"syncToken": source.next_sync_token} if source.next_sync_token else {}
         else:
             inventory = registry.inventory(provider, tokens, config)

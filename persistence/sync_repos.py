@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, exists, func, insert, select, tuple_, update
+from sqlalchemy import Boolean, bindparam, case, delete, exists, func, insert, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -295,13 +295,16 @@ class SyncRepo:
             )
         if plan.updates:
             a = t.appointments.c
+            keep = bindparam("b_keep", type_=Boolean)
             await self._conn.execute(
                 update(t.appointments)
                 .where(a.id == bindparam("b_id"))
                 .values(
-                    title=bindparam("b_title"),
-                    starts_at=bindparam("b_starts"),
-                    ends_at=bindparam("b_ends"),
+                    # A cancellation may carry no usable times (Google keeps only a deleted event's id):
+                    # it changes the status and leaves the times as they were.
+                    title=case((keep, a.title), else_=bindparam("b_title")),
+                    starts_at=case((keep, a.starts_at), else_=bindparam("b_starts")),
+                    ends_at=case((keep, a.ends_at), else_=bindparam("b_ends")),
                     status=bindparam("b_status"),
                     contact_id=func.coalesce(bindparam("b_contact"), a.contact_id),
                     shared_reference=func.coalesce(a.shared_reference, bindparam("b_reference")),
@@ -316,6 +319,7 @@ class SyncRepo:
                         "b_status": w.record.status,
                         "b_contact": w.contact_id,
                         "b_reference": w.record.shared_reference,
+                        "b_keep": w.record.status == "cancelled",
                     }
                     for w in plan.updates
                 ],

@@ -99,8 +99,7 @@ class AppleCalendarSource:
             raise ValueError("an Apple ID and an app-specific password are required")
         if timeout <= 0:
             raise ValueError("timeout must be positive")
-        # caldav's path-less URLs trigger DNS service discovery; the root path is what iCloud serves.
-        self._url = url if parts.path else url + "/"
+        self._url = url
         self._username = username
         self._password = app_password
         self._calendar_names = tuple(calendar_names) if calendar_names is not None else None

@@ -41,7 +41,7 @@ from tests.api.test_askvx_stream import (
     uuid_of,
     wait_finished,
 )
-from tests.conftest import TenantFixture, app_client, make_tenant
+from tests.conftest import TenantFixture, app_client, gql, make_tenant
 from tests.fakes.openai_server import Script
 
 pytestmark = pytest.mark.slow
@@ -475,3 +475,10 @@ async def test_analytics_carry_no_text(stack: Stack) -> None:
             assert not private & words(str(value)), (value, private & words(str(value)))
             assert all(isinstance(v, str | int | float | bool) for v in props.values())
     assert json.dumps(recorder.captured).count("Zanzibar") == 0
+
+
+async def test_probe_concurrent_strategy(stack: Stack, api: httpx.AsyncClient) -> None:
+    stack.fake.enqueue(*[Script(deltas=["x"], delay_between=0.3) for _ in range(3)])
+    tenant = await new_tenant(api)
+    results = await asyncio.gather(*[gql(api, GENERATE, {"g": None}, token=tenant.owner.token, tenant=tenant.uuid) for _ in range(3)])
+    print("PROBE", json.dumps(results))

@@ -124,6 +124,8 @@ def plan_page(
             plan.skipped += 1
             continue
         match = by_reference.get(record.shared_reference) if record.shared_reference else None
+        if match is not None and match.id in taken:
+            match = None  # one stored appointment takes one record of this provider
         if match is None and contact_id is not None:
             match = next(
                 (

@@ -414,7 +414,7 @@ async def start_py_spy(out_dir: Path, pids: dict[str, int]) -> list[tuple[str, A
             "--pid",
             str(pids[name]),
             "--rate",
-            "250",
+            "500",
             "--nonblocking",
             "--format",
             "raw",
@@ -437,36 +437,23 @@ async def stop_py_spy(spies: list[tuple[str, Any, Path]]) -> None:
         print_profile(name, path)
 
 
-PACKAGES = (
-    "strawberry",
-    "graphql",
-    "websockets",
-    "uvicorn",
-    "redis",
-    "openai",
-    "httpx",
-    "httpcore",
-    "pydantic",
-    "sqlalchemy",
-    "asyncpg",
-    "arq",
-    "asyncio",
-    "json",
-    "brandvx",
-    "resolvers",
-    "persistence",
-    "jobs",
-    "integrations",
-)
+def _where(frame: str) -> str:
+    """The top-level package (or stdlib module) of a py-spy frame: "func (package/module.py:line)"."""
+    path = frame.rpartition("(")[2].rpartition(":")[0]
+    return path.split("/", 1)[0].removesuffix(".py")
+
+
+STDLIB = {"asyncio", "selectors", "<frozen runpy>", "threading", "concurrent", "socket", "ssl", "json", "typing", "inspect"}
+STDLIB |= {"contextlib", "functools", "enum", "dataclasses", "abc", "re", "logging", "weakref", "uuid"}
 
 
 def print_profile(name: str, path: Path) -> None:
-    """Top leaf functions and the share of samples each package appears in (py-spy raw stacks)."""
+    """Where the samples were: the innermost frame outside the standard library names the package."""
     if not path.exists():
         print(f"  py-spy {name}: no output")
         return
+    by_package: Counter[str] = Counter()
     leaf: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
     total = 0
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -474,22 +461,19 @@ def print_profile(name: str, path: Path) -> None:
             continue
         count = int(count_text)
         total += count
-        frames = stack.split(";")
+        frames = [f for f in stack.split(";") if "(" in f]
+        if not frames:
+            continue
         leaf[frames[-1]] += count
-        seen = set()
-        for frame in frames:
-            where = frame.rpartition("(")[2]
-            for package in PACKAGES:
-                if f"/{package}/" in where or f"{package}/" in where.split(":")[0][:60]:
-                    seen.add(package)
-        for package in seen:
-            inclusive[package] += count
-    print(f"\n  py-spy {name}: {total} samples (250/s, threads while not idle); full stacks in {path}")
-    print("    by package (a sample counts for every package on its stack):")
-    print("    " + ", ".join(f"{p} {100 * n / max(total, 1):.0f}%" for p, n in inclusive.most_common(12)))
+        owner = next((w for w in map(_where, reversed(frames)) if w not in STDLIB), "event loop")
+        by_package[owner] += count
+    share = 100 / max(total, 1)
+    print(f"\n  py-spy {name}: {total} samples while busy; stacks in {path}")
+    print("    by innermost non-stdlib package:")
+    print("    " + ", ".join(f"{p} {n * share:.0f}%" for p, n in by_package.most_common(14)))
     print("    top leaf frames:")
-    for frame, n in leaf.most_common(10):
-        print(f"    {100 * n / max(total, 1):5.1f}%  {frame[:110]}")
+    for frame, n in leaf.most_common(8):
+        print(f"    {n * share:5.1f}%  {frame[:110]}")
 
 
 # ---------------------------------------------------------------- setup and main

@@ -144,8 +144,9 @@ async def _sync_one(
                     async with rt.db.transaction(tenant_id=tenant, role=SYSTEM_ROLE) as uow:
                         await ingest_appointments(uow, rt.vault, tenant, provider, page.items, stats)
                 stats.pages += 1
-                if page.window is not None:
-                    stats.windows.append([page.window[0].isoformat(), page.window[1].isoformat()])
+                window = [page.window[0].isoformat(), page.window[1].isoformat()] if page.window else None
+                if window is not None and (not stats.windows or stats.windows[-1] != window):
+                    stats.windows.append(window)
                 if page.provider_total is not None:
                     stats.provider_total = page.provider_total
                 done = (

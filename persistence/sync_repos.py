@@ -276,22 +276,23 @@ class SyncRepo:
     async def apply(self, provider: Provider, plan: PagePlan) -> None:
         if plan.creates:
             await self._conn.execute(
-                insert(t.appointments),
-                [
-                    {
-                        "id": w.appointment_id,
-                        "tenant_id": SCOPED_TENANT,
-                        "title": w.record.title[:500],
-                        "starts_at": w.record.starts_at,
-                        "ends_at": w.record.ends_at,
-                        "status": w.record.status,
-                        "contact_id": w.contact_id,
-                        "shared_reference": w.record.shared_reference,
-                        "created_at": func.now(),
-                        "updated_at": func.now(),
-                    }
-                    for w in plan.creates
-                ],
+                insert(t.appointments).values(
+                    [
+                        {
+                            "id": w.appointment_id,
+                            "tenant_id": SCOPED_TENANT,
+                            "title": w.record.title[:500],
+                            "starts_at": w.record.starts_at,
+                            "ends_at": w.record.ends_at,
+                            "status": w.record.status,
+                            "contact_id": w.contact_id,
+                            "shared_reference": w.record.shared_reference,
+                            "created_at": func.now(),
+                            "updated_at": func.now(),
+                        }
+                        for w in plan.creates
+                    ]
+                )
             )
         if plan.updates:
             a = t.appointments.c

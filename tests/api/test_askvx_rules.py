@@ -381,12 +381,7 @@ async def test_generate_strategy_job(stack: Stack, api: httpx.AsyncClient) -> No
     assert second["job"]["id"] == job["id"]
     assert second["job"]["status"] in {"PENDING", "RUNNING"}
 
-    async with asyncio.timeout(10):
-        while True:
-            found = (await call(api, tenant, JOB, id=job["id"]))["job"]
-            if found["status"] not in {"PENDING", "RUNNING"}:
-                break
-            await asyncio.sleep(0.1)
+    found = await wait_job(api, tenant, job["id"])
     assert found["status"] == "COMPLETED", found
     assert (found["progress"], found["message"], found["error"]) == (1.0, "Done", None)
     result = found["result"]
@@ -477,8 +472,29 @@ async def test_analytics_carry_no_text(stack: Stack) -> None:
     assert json.dumps(recorder.captured).count("Zanzibar") == 0
 
 
-async def test_probe_concurrent_strategy(stack: Stack, api: httpx.AsyncClient) -> None:
-    stack.fake.enqueue(*[Script(deltas=["x"], delay_between=0.3) for _ in range(3)])
-    tenant = await new_tenant(api)
-    results = await asyncio.gather(*[gql(api, GENERATE, {"g": None}, token=tenant.owner.token, tenant=tenant.uuid) for _ in range(3)])
-    print("PROBE", json.dumps(results))
+async def wait_job(api: httpx.AsyncClient, tenant: TenantFixture, job_id: str) -> dict[str, Any]:
+    async with asyncio.timeout(10):
+        while True:
+            found: dict[str, Any] = (await call(api, tenant, JOB, id=job_id))["job"]
+            if found["status"] not in {"PENDING", "RUNNING"}:
+                return found
+            await asyncio.sleep(0.1)
+
+
+async def test_concurrent_generate_strategy_calls_share_one_job(stack: Stack, api: httpx.AsyncClient) -> None:
+    # A double click sends both requests at once: each must get the one running job, not an error.
+    tenants = [await new_tenant(api, f"Busy Salon {i}") for i in range(3)]
+    stack.fake.enqueue(*[Script(deltas=["## Plan\n", "Rebook."], delay_between=0.3) for _ in tenants])
+
+    async def generate(tenant: TenantFixture) -> dict[str, Any]:
+        return await gql(api, GENERATE, {"g": None}, token=tenant.owner.token, tenant=tenant.uuid)
+
+    rounds = [await asyncio.gather(*[generate(t) for _ in range(8)]) for t in tenants]
+    ids = [{b["data"]["generateStrategy"]["job"]["id"] for b in bodies if b.get("data")} for bodies in rounds]
+    for tenant, job_ids in zip(tenants, ids, strict=True):
+        for job_id in job_ids:  # let every job end before judging, so none outlives this test
+            assert (await wait_job(api, tenant, job_id))["status"] == "COMPLETED"
+    errors = [e for bodies in rounds for b in bodies for e in b.get("errors", [])]
+    assert errors == []
+    assert [len(job_ids) for job_ids in ids] == [1, 1, 1]
+    assert len(stack.fake.requests) == len(tenants)

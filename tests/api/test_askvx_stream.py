@@ -442,6 +442,10 @@ async def test_provider_failure_mid_stream(stack: Stack, api: httpx.AsyncClient)
     error = "The AI provider failed while answering: the provider had an internal error (server_error)."
     await assert_failed(api, tenant, reply, events, "Check your ", error)
     assert [e["text"] for e in events[:-1]] == ["Check ", "Check your "]
+    # A later subscriber hears the same ending from the record.
+    assert await follow(stack, tenant, reply) == [
+        {"messageId": reply, "delta": "Check your ", "text": "Check your ", "done": True, "error": error}
+    ]
 
 
 async def test_stalled_provider_times_out(stack: Stack, api: httpx.AsyncClient) -> None:

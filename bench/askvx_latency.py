@@ -157,6 +157,18 @@ def cpu_report(before: dict[str, float], after: dict[str, float], seconds: float
     return ", ".join(parts) + f"  (of {100 * (os.cpu_count() or 1)}%, over {seconds:.2f} s){note}"
 
 
+async def wait_quiet(limit: float) -> None:
+    """On a shared machine: wait (at most ``limit`` s) for two quiet seconds in a row (under 10 % busy)."""
+    deadline, quiet = time.monotonic() + limit, 0
+    while quiet < 2 and time.monotonic() < deadline:
+        before = cpu_snapshot({}, [])
+        await asyncio.sleep(1.0)
+        busy = cpu_snapshot({}, [])["machine"] - before["machine"]
+        quiet = quiet + 1 if busy < 0.1 * (os.cpu_count() or 1) else 0
+    if quiet < 2:
+        print(f"  ! the machine stayed busy for {limit:.0f} s; measuring anyway")
+
+
 # ---------------------------------------------------------------- one chat
 
 
@@ -443,7 +455,18 @@ def _where(frame: str) -> str:
     return path.split("/", 1)[0].removesuffix(".py")
 
 
-STDLIB = {"asyncio", "selectors", "<frozen runpy>", "threading", "concurrent", "socket", "ssl", "json", "typing", "inspect"}
+STDLIB = {
+    "asyncio",
+    "selectors",
+    "<frozen runpy>",
+    "threading",
+    "concurrent",
+    "socket",
+    "ssl",
+    "json",
+    "typing",
+    "inspect",
+}
 STDLIB |= {"contextlib", "functools", "enum", "dataclasses", "abc", "re", "logging", "weakref", "uuid"}
 
 
@@ -617,6 +640,8 @@ async def main_async(
 
             results: list[RoundResult] = []
             for number in range(1, args.rounds + 1):
+                if args.wait_quiet:
+                    await wait_quiet(args.wait_quiet)
                 spies = await start_py_spy(args.py_spy, pids) if args.py_spy and number == args.rounds else []
                 result = await run_round(
                     bench,
@@ -715,12 +740,16 @@ def main() -> None:
     parser.add_argument("--no-tap", dest="tap", action="store_false", help="do not XREAD the streams")
     parser.add_argument("--py-spy", type=Path, help="profile API and worker during the last round")
     parser.add_argument("--dump", type=Path, help="write each delta's timings to DUMP-<round>.csv")
+    parser.add_argument(
+        "--wait-quiet", type=float, default=0, help="before each round, wait up to N s for an idle machine"
+    )
     args = parser.parse_args()
     # Bounded work: at most 200 chats (one WebSocket each), 200 deltas a reply, 5 rounds.
     args.chats = max(1, min(args.chats, 200))
     args.deltas = max(1, min(args.deltas, 200))
     args.rounds = max(1, min(args.rounds, 5))
     args.delay = max(0.0, min(args.delay, 0.5))
+    args.wait_quiet = max(0.0, min(args.wait_quiet, 300.0))
     # The fake model server's thread and the subscribers' event loop share this process's GIL; a
     # short switch interval keeps one from holding the other's timestamps back by up to 5 ms.
     sys.setswitchinterval(0.0005)

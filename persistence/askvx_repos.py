@@ -392,9 +392,12 @@ class JobRepo:
         self._conn = conn
 
     async def add(self, job_id: uuid.UUID, *, tenant_id: uuid.UUID, kind: str, dedupe_key: str | None) -> Job:
+        """A new PENDING job; with a dedupe key, the active job of that key if one exists (even one a
+        concurrent transaction is creating: the insert waits for it and then yields to it)."""
+        active = [JobStatus.PENDING.value, JobStatus.RUNNING.value]
         row = (
             await self._conn.execute(
-                insert(t.jobs)
+                pg_insert(t.jobs)
                 .values(
                     id=job_id,
                     tenant_id=tenant_id,
@@ -407,9 +410,19 @@ class JobRepo:
                     created_at=func.now(),
                     updated_at=func.now(),
                 )
+                .on_conflict_do_nothing(
+                    index_elements=["tenant_id", "dedupe_key"],
+                    index_where=and_(t.jobs.c.dedupe_key.is_not(None), t.jobs.c.status.in_(active)),
+                )
                 .returning(t.jobs)
             )
-        ).one()
+        ).first()
+        if row is None and dedupe_key is not None:
+            existing = await self.active_with_key(dedupe_key)
+            if existing is not None:
+                return existing
+        if row is None:
+            raise RuntimeError("job insert returned nothing")
         return _job(row)
 
     async def get(self, job_id: uuid.UUID) -> Job | None:

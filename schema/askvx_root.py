@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import strawberry
 
+from domain.ai import ReplyEvent
 from domain.errors import DomainError
 from resolvers import (
     askvx_queries,
@@ -33,6 +34,7 @@ from schema.askvx import (
     UpsertTrainvxMemoryPayload,
 )
 from schema.common import AppInfo, UserError, expect_global_id, from_global_id
+from schema.errors import coded_stream
 from schema.jobs import Job, JobPayload
 
 
@@ -132,6 +134,10 @@ class AskvxSubscription:
     async def chat_reply(
         self, info: AppInfo, message_id: strawberry.ID
     ) -> AsyncGenerator[ChatReplyEvent, None]:
-        ident = expect_global_id(message_id, "ChatMessage", field="messageId")
-        async for event in askvx_queries.follow_reply(info.context, ident):
+        async def events() -> AsyncIterator[ReplyEvent]:
+            ident = expect_global_id(message_id, "ChatMessage", field="messageId")
+            async for event in askvx_queries.follow_reply(info.context, ident):
+                yield event
+
+        async for event in coded_stream(events()):
             yield ChatReplyEvent.from_domain(message_id, event)

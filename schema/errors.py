@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, TypeVar
 
 import sentry_sdk
 from graphql import GraphQLError
@@ -109,3 +109,29 @@ class ErrorCodes(SchemaExtension):
                 error.extensions = {**(error.extensions or {}), "code": code_for(error)}
             fixed.append(error)
         result.errors = fixed  # type: ignore[union-attr]
+
+
+T = TypeVar("T")
+
+
+def _internal(original: BaseException) -> ApiError:
+    error_id = uuid.uuid4().hex[:16]
+    log.error("internal error %s in a subscription", error_id, exc_info=original)
+    with sentry_sdk.new_scope() as scope:
+        scope.set_tag("error_id", error_id)
+        sentry_sdk.capture_exception(original)
+    return ApiError("Internal server error", INTERNAL, errorId=error_id)
+
+
+async def coded_stream(stream: AsyncIterator[T]) -> AsyncIterator[T]:
+    """Subscriptions send each event's errors as they happen, before any extension sees them:
+    code them here (domain errors keep their code, anything else is masked with an id)."""
+    try:
+        async for item in stream:
+            yield item
+    except GraphQLError:
+        raise
+    except DomainError as exc:
+        raise from_domain_error(exc) from None
+    except Exception as exc:
+        raise _internal(exc) from None

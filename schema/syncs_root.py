@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import datetime
 from typing import Annotated
 
 import strawberry
 
+from domain import model
 from domain.errors import DomainError
 from resolvers import calendar_sync, job_cancel, provider_connect, provider_disconnect, sync_queries
 from schema.common import AppInfo, UserError, expect_global_id
+from schema.errors import coded_stream
 from schema.jobs import Job, JobPayload
 from schema.syncs import (
     AppointmentConnection,
@@ -132,6 +134,10 @@ class SyncSubscription:
     async def job_progress(
         self, info: AppInfo, job_id: strawberry.ID
     ) -> AsyncGenerator[JobProgressEvent, None]:
-        ident = expect_global_id(job_id, "Job", field="jobId")
-        async for job in sync_queries.follow_job(info.context, ident):
+        async def states() -> AsyncIterator[model.Job]:
+            ident = expect_global_id(job_id, "Job", field="jobId")
+            async for job in sync_queries.follow_job(info.context, ident):
+                yield job
+
+        async for job in coded_stream(states()):
             yield JobProgressEvent(job=Job.from_domain(job), done=job.status.finished)

@@ -299,7 +299,16 @@ class RoundResult:
     errors: list[str]
     cpu: str
     seconds: float
+    loop_lag: list[float] = field(default_factory=list)
     rows: list[tuple[float, str, float, float | None]] = field(default_factory=list)
+
+
+async def loop_lag(out: list[float]) -> None:
+    """How late this process's event loop wakes a 1 ms sleep: the skew in the subscribers' stamps."""
+    while True:
+        asked = time.perf_counter()
+        await asyncio.sleep(0.001)
+        out.append((time.perf_counter() - asked - 0.001) * 1000)
 
 
 async def run_round(
@@ -334,10 +343,15 @@ async def run_round(
     before = cpu_snapshot(pids, servers_under)
     started = time.perf_counter()
     budget = 30 + first_delay + deltas * delay * 2
-    async with asyncio.timeout(budget):
-        runs = await asyncio.gather(
-            *(follow_chat(bench, chat, f"Round {number}, chat {chat.index}: ideas?") for chat in chats)
-        )
+    lag: list[float] = []
+    monitor = asyncio.create_task(loop_lag(lag))
+    try:
+        async with asyncio.timeout(budget):
+            runs = await asyncio.gather(
+                *(follow_chat(bench, chat, f"Round {number}, chat {chat.index}: ideas?") for chat in chats)
+            )
+    finally:
+        monitor.cancel()
     seconds = time.perf_counter() - started
     cpu = cpu_report(before, cpu_snapshot(pids, servers_under), seconds)
 
@@ -380,6 +394,7 @@ async def run_round(
         errors=errors,
         cpu=cpu,
         seconds=seconds,
+        loop_lag=lag,
         # sent (s after the round began), delta, end to end ms, model server -> Redis ms
         rows=sorted(
             (
@@ -409,6 +424,7 @@ def print_round(title: str, r: RoundResult, tap: bool) -> None:
     if tap:
         print(f"  {'  model server -> Redis entry':28s} {summary(r.to_redis)}")
         print(f"  {'  Redis entry -> subscriber':28s} {summary(r.redis_to_sub)}")
+    print(f"  {'(this process: loop lag)':28s} {summary(r.loop_lag)}")
     print(f"  CPU: {r.cpu}")
 
 
@@ -416,7 +432,6 @@ def print_round(title: str, r: RoundResult, tap: bool) -> None:
 
 
 async def start_py_spy(out_dir: Path, pids: dict[str, int]) -> list[tuple[str, Any, Path]]:
-    out_dir.mkdir(parents=True, exist_ok=True)
     spies = []
     for name in ("api", "worker"):
         path = out_dir / f"{name}.txt"
@@ -614,9 +629,9 @@ async def main_async(
 
             bench = Bench(http=http, headers=headers, redis=redis, prefix=prefix, fake=fake, tap=args.tap)
             print(
-                f"AskVX delta latency, model server -> WebSocket subscriber: {args.chats} concurrent chats x "
-                f"{args.deltas} deltas, {args.delay * 1000:.0f} ms apart, first after {args.first_delay:.2f} s, "
-                f"{'in lockstep' if args.lockstep else 'phases spread'}"
+                "AskVX delta latency, model server -> WebSocket subscriber: "
+                f"{args.chats} concurrent chats x {args.deltas} deltas, {args.delay * 1000:.0f} ms apart, "
+                f"first after {args.first_delay:.2f} s, {'in lockstep' if args.lockstep else 'phases spread'}"
             )
             print(
                 f"CPUs: os.cpu_count() {os.cpu_count()}, usable {len(os.sched_getaffinity(0))}; "
@@ -657,7 +672,6 @@ async def main_async(
                 print_round(f"round {number}", result, args.tap)
                 if args.dump:
                     path = args.dump.with_name(f"{args.dump.stem}-{number}{args.dump.suffix}")
-                    path.parent.mkdir(parents=True, exist_ok=True)
                     path.write_text(
                         "sent_s,delta,end_to_end_ms,to_redis_ms\n"
                         + "".join(
@@ -685,6 +699,7 @@ async def main_async(
                     errors=[e for r in results for e in r.errors],
                     cpu="see rounds",
                     seconds=sum(r.seconds for r in results),
+                    loop_lag=[x for r in results for x in r.loop_lag],
                 )
                 print_round(f"all {len(results)} rounds", pooled, args.tap)
             complete = all(r.matched == r.expected and not r.errors for r in results)
@@ -753,6 +768,10 @@ def main() -> None:
     # The fake model server's thread and the subscribers' event loop share this process's GIL; a
     # short switch interval keeps one from holding the other's timestamps back by up to 5 ms.
     sys.setswitchinterval(0.0005)
+    if args.py_spy:
+        args.py_spy.mkdir(parents=True, exist_ok=True)
+    if args.dump:
+        args.dump.parent.mkdir(parents=True, exist_ok=True)
 
     tmp = Path(tempfile.mkdtemp(prefix="brandvx-askvx-bench-"))
     embedded = None

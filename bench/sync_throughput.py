@@ -243,53 +243,70 @@ class Profiler:
             self.process.wait(10)
 
 
-def summarize_profile(path: Path, top: int = 14) -> str:
-    """Self and inclusive CPU shares by function, and self shares by package, from py-spy raw output."""
+APP_PACKAGES = ("domain", "persistence", "integrations", "jobs", "brandvx", "resolvers")
+# Leaf frames of a thread with nothing to do (py-spy cannot always tell idle threads apart).
+IDLE_FRAMES = ("EpollSelector.select (selectors.py)", "_worker (concurrent/futures/thread.py)")
+
+
+def summarize_profile(path: Path, top: int = 12) -> str:
+    """Where the worker's CPU went, from py-spy's collapsed stacks.
+
+    SQLAlchemy runs statements in greenlets, which py-spy shows as stacks of their own starting at
+    ``Connection.execute``: those are put under "SQL statement: ..." by what they were doing. Other
+    samples go to the deepest application frame (with the libraries it called).
+    """
     if not path.exists():
         return f"  (no profile written to {path})"
-    own: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
+    where: Counter[str] = Counter()
     packages: Counter[str] = Counter()
-    total = 0
+    own: Counter[str] = Counter()
+    total = idle = 0
+    app = re.compile(r"\((" + "|".join(APP_PACKAGES) + ")/")
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
         total += count
-        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")[1:]]  # drop the thread frame
-        if not frames:
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+        if frames[-1] in IDLE_FRAMES:
+            idle += count
             continue
         own[frames[-1]] += count
         packages[_package(frames[-1])] += count
-        for frame in set(frames):
-            inclusive[frame] += count
-    if not total:
+        names = {f.split(" (")[0] for f in frames}
+        if frames[0].startswith("Connection.execute"):
+            if "_extend_values_for_multiparams" in names:
+                where["SQL statement: compile a multi-row INSERT ... VALUES (never cached)"] += count
+            elif "_process_parameters_for_postcompile" in names:
+                where["SQL statement: expand IN (...) parameters"] += count
+            elif "Compiled.__init__" in names or "_compile_w_cache" in names:
+                where["SQL statement: compile or cache lookup, other"] += count
+            else:
+                where["SQL statement: execute, results"] += count
+        else:
+            inside = [f for f in frames if app.search(f)]
+            where[inside[-1] if inside else frames[0]] += count
+    busy = total - idle
+    if not busy:
         return "  (no samples)"
-    out = [f"  {total} samples at 100 Hz (CPU only; time waiting on sockets is not sampled)"]
+    out = [f"  {busy} busy samples at 100 Hz ({idle} idle ones left out)"]
+    out.append("  by application frame (with the libraries it called):")
+    out += [f"    {100 * n / busy:5.1f} %  {name}" for name, n in where.most_common(top)]
     out.append("  self time by package:")
-    out += [f"    {100 * n / total:5.1f} %  {name}" for name, n in packages.most_common(top)]
+    out += [f"    {100 * n / busy:5.1f} %  {name}" for name, n in packages.most_common(top)]
     out.append("  self time by function:")
-    out += [f"    {100 * n / total:5.1f} %  {name}" for name, n in own.most_common(top)]
-    out.append("  inclusive time, application frames:")
-    app = [(name, n) for name, n in inclusive.most_common() if _package(name).startswith("app:")]
-    out += [f"    {100 * n / total:5.1f} %  {name}" for name, n in app[:top]]
+    out += [f"    {100 * n / busy:5.1f} %  {name}" for name, n in own.most_common(top)]
     return "\n".join(out)
 
 
 def _package(frame: str) -> str:
-    match = re.search(r"\((.*)\)$", frame)
+    match = re.search(r"\(([^()]*)\)$", frame)
     path = match.group(1) if match else frame
-    if "site-packages/" in path:
-        return path.split("site-packages/", 1)[1].split("/", 1)[0].removesuffix(".py")
-    for top in ("domain", "persistence", "integrations", "jobs", "brandvx", "resolvers", "tests"):
-        if path.startswith(top + "/") or f"/{top}/" in path:
-            return f"app:{top}"
-    name = Path(path).name.removesuffix(".py")
-    parent = Path(path).parent.name
-    return (
-        f"stdlib:{parent}" if parent in ("asyncio", "json", "logging", "email", "http") else f"stdlib:{name}"
-    )
+    top = path.split("/", 1)[0].removesuffix(".py")
+    if top in APP_PACKAGES:
+        return f"app:{top}"
+    return f"stdlib:{top}" if top in sys.stdlib_module_names or top.startswith("<frozen") else top
 
 
 # --- the run ---

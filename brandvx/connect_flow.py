@@ -123,6 +123,10 @@ class ConnectFlow:
             from integrations.google import CALENDAR_SCOPE
 
             if CALENDAR_SCOPE not in tokens.scopes:
+                try:
+                    await oauth.revoke(tokens)  # do not keep a grant that cannot be used
+                except ProviderError:
+                    log.info("revoking an unusable Google grant failed")
                 raise ProviderFailed(
                     "Google did not grant access to your calendar; connect again and allow it"
                 )
@@ -135,15 +139,14 @@ class ConnectFlow:
         if provider is Provider.SHOPIFY:
             from integrations.shopify.client import InvalidShopDomain
 
-            state = await self.peek(token, provider)
+            await self.peek(token, provider)
             shop = fields.get("shop", "").strip().lower()
-            oauth = self._providers.shopify_oauth(shop) if shop else None
             try:
+                oauth = self._providers.shopify_oauth(shop) if shop else None
                 if oauth is None:
                     raise InvalidShopDomain(shop)
-                return oauth.authorize_url(
-                    state=token, redirect_uri=self.callback_url(provider) + "?" + urlencode({"shop": shop})
-                )
+                # Shopify names the shop (under its HMAC) in the callback: the redirect URL stays exact.
+                return oauth.authorize_url(state=token, redirect_uri=self.callback_url(provider))
             except (InvalidShopDomain, ValueError):
                 raise InvalidInput(
                     "Enter your shop's myshopify.com domain, e.g. glow-studio.myshopify.com"

@@ -18,7 +18,7 @@ from brandvx.runtime import Runtime
 from domain import jobs
 from domain.errors import DomainError
 from domain.model import JobStatus, Provider
-from persistence.sync_repos import first_seen_webhook, tenant_for_account
+from persistence.sync_repos import first_seen_webhook, forget_webhook, tenants_for_account
 
 log = logging.getLogger("brandvx.providers")
 
@@ -105,6 +105,14 @@ async def connect_form(request: Request) -> Response:
         try:
             target = await runtime.connect.complete_form(provider, token, values)
         except DomainError as exc:
+            if provider is not Provider.SHOPIFY:
+                # The link was spent checking these credentials: a new attempt needs a new link.
+                return _page(
+                    title,
+                    f"<p class='error'>{html.escape(exc.message)}</p>"
+                    "<p>Go back to BrandVX and start connecting again.</p>",
+                    400,
+                )
             error = exc.message
         else:
             return RedirectResponse(target, status_code=303)
@@ -163,12 +171,8 @@ async def square_webhook(request: Request) -> Response:
 
     # Square signs the URL it was configured with, not the (possibly proxied) URL we see.
     url = f"{settings.public_url.rstrip('/')}/webhooks/square"
-    if not verify_webhook(
-        signature_key=key,
-        notification_url=url,
-        body=body,
-        signature=request.headers.get("x-square-hmacsha256-signature"),
-    ):
+    signature = request.headers.get("x-square-hmacsha256-signature")
+    if not verify_webhook(signature_key=key, notification_url=url, body=body, signature=signature):
         return JSONResponse({"error": "invalid signature"}, status_code=401)
     try:
         event: dict[str, Any] = orjson.loads(body)
@@ -176,22 +180,29 @@ async def square_webhook(request: Request) -> Response:
         created = datetime.fromisoformat(str(event["created_at"]).replace("Z", "+00:00"))
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return JSONResponse({"error": "not a Square event"}, status_code=400)
+    if created.tzinfo is None:
+        return JSONResponse({"error": "created_at needs a timezone"}, status_code=400)
     if abs(datetime.now(UTC) - created) > WEBHOOK_MAX_AGE:
         return JSONResponse({"error": "stale event (replayed?)"}, status_code=400)
     async with runtime.db.engine.connect() as conn:
-        tenant_id = await tenant_for_account(conn, Provider.SQUARE, merchant)
+        tenants = await tenants_for_account(conn, Provider.SQUARE, merchant)
         fresh = await first_seen_webhook(conn, Provider.SQUARE, event_id)
         await conn.commit()
     if not fresh:
         return JSONResponse({"status": "duplicate", "eventId": event_id}, status_code=409)
-    if tenant_id is None:
+    if not tenants:
         return JSONResponse({"status": "ignored", "reason": "unknown merchant"})
-    job_id = (
-        await _enqueue_sync(runtime, tenant_id, Provider.SQUARE)
-        if str(event.get("type", "")).startswith(("booking.", "customer."))
-        else None
-    )
-    return JSONResponse({"status": "accepted", "jobId": job_id})
+    if not str(event.get("type", "")).startswith(("booking.", "customer.")):
+        return JSONResponse({"status": "ignored", "reason": "not a booking or customer event"})
+    try:
+        job_ids = [await _enqueue_sync(runtime, tenant, Provider.SQUARE) for tenant in tenants]
+    except Exception:
+        # Not handed on: forget the event so Square's retry is processed, not refused as a duplicate.
+        async with runtime.db.engine.connect() as conn:
+            await forget_webhook(conn, Provider.SQUARE, event_id)
+            await conn.commit()
+        raise
+    return JSONResponse({"status": "accepted", "jobIds": job_ids})
 
 
 async def acuity_webhook(request: Request) -> Response:
@@ -199,27 +210,29 @@ async def acuity_webhook(request: Request) -> Response:
     body = await _raw_body(request)
     if body is None:
         return JSONResponse({"error": "body too large"}, status_code=413)
-    account = request.query_params.get("account", "")
-    async with runtime.db.engine.connect() as conn:
-        tenant_id = await tenant_for_account(conn, Provider.ACUITY, account) if account else None
-    if tenant_id is None:
-        return JSONResponse({"error": "unknown Acuity account"}, status_code=404)
     from domain.connections import open_tokens
     from integrations.acuity import parse_webhook, verify_webhook
 
-    async with runtime.db.transaction(tenant_id=tenant_id, role="SYSTEM") as uow:
-        connection = await uow.connections.get(Provider.ACUITY)
-    if connection is None:
-        return JSONResponse({"error": "Acuity is not connected"}, status_code=404)
-    # Acuity signs with the account's API key; OAuth apps' webhooks are signed with the app secret.
-    signing_key = (
-        open_tokens(runtime.vault.keyring, tenant_id, connection).access_token
-        if connection.config.get("mode") == "basic"
-        else runtime.settings.acuity_client_secret or ""
-    )
-    if not signing_key or not verify_webhook(
-        api_key=signing_key, body=body, signature=request.headers.get("x-acuity-signature")
-    ):
+    account = request.query_params.get("account", "")
+    async with runtime.db.engine.connect() as conn:
+        tenants = await tenants_for_account(conn, Provider.ACUITY, account) if account else []
+    signature = request.headers.get("x-acuity-signature")
+    verified: list[uuid.UUID] = []
+    for tenant_id in tenants:
+        async with runtime.db.transaction(tenant_id=tenant_id, role="SYSTEM") as uow:
+            connection = await uow.connections.get(Provider.ACUITY)
+        if connection is None:
+            continue
+        # Acuity signs with the account's API key; an OAuth app's webhooks with the app secret.
+        signing_key = (
+            open_tokens(runtime.vault.keyring, tenant_id, connection).access_token
+            if connection.config.get("mode") == "basic"
+            else runtime.settings.acuity_client_secret or ""
+        )
+        if signing_key and verify_webhook(api_key=signing_key, body=body, signature=signature):
+            verified.append(tenant_id)
+    if not verified:
+        # The same answer for an unknown account as for a bad signature: no account enumeration.
         return JSONResponse({"error": "invalid signature"}, status_code=401)
     try:
         action, appointment_id = parse_webhook(body)
@@ -228,13 +241,15 @@ async def acuity_webhook(request: Request) -> Response:
     # Acuity sends no event id or timestamp: the same action on the same appointment within a few
     # minutes is a retry or a replay, and is not processed twice.
     digest = hashlib.sha256(f"{account}:{action}:{appointment_id}".encode()).hexdigest()
-    fresh = await runtime.redis.set(
-        f"{runtime.settings.key_prefix}webhook:acuity:{digest}", "1", nx=True, ex=ACUITY_DEDUPE_SECONDS
-    )
-    if not fresh:
+    dedupe_key = f"{runtime.settings.key_prefix}webhook:acuity:{digest}"
+    if not await runtime.redis.set(dedupe_key, "1", nx=True, ex=ACUITY_DEDUPE_SECONDS):
         return JSONResponse({"status": "duplicate"}, status_code=409)
-    job_id = await _enqueue_sync(runtime, tenant_id, Provider.ACUITY)
-    return JSONResponse({"status": "accepted", "jobId": job_id})
+    try:
+        job_ids = [await _enqueue_sync(runtime, tenant, Provider.ACUITY) for tenant in verified]
+    except Exception:
+        await runtime.redis.delete(dedupe_key)
+        raise
+    return JSONResponse({"status": "accepted", "jobIds": job_ids})
 
 
 def provider_routes() -> list[Route]:

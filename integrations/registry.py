@@ -105,6 +105,8 @@ class ProviderClients:
         return self._client(provider)
 
     def oauth(self, provider: Provider) -> OAuthClient | None:
+        if provider is Provider.ACUITY and not (self._s.acuity_client_id and self._s.acuity_client_secret):
+            return None  # API-key connections: nothing to refresh or revoke
         if provider in (Provider.SQUARE, Provider.ACUITY, Provider.GOOGLE) and self.configured(provider):
             oauth: OAuthClient = self._client(provider)
             return oauth

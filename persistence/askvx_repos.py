@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, insert, literal_column, select, tuple_, update
+from sqlalchemy import and_, case, delete, func, insert, literal_column, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnClause, ColumnElement
@@ -394,7 +394,6 @@ class JobRepo:
     async def add(self, job_id: uuid.UUID, *, tenant_id: uuid.UUID, kind: str, dedupe_key: str | None) -> Job:
         """A new PENDING job; with a dedupe key, the active job of that key if one exists (even one a
         concurrent transaction is creating: the insert waits for it and then yields to it)."""
-        active = [JobStatus.PENDING.value, JobStatus.RUNNING.value]
         row = (
             await self._conn.execute(
                 pg_insert(t.jobs)
@@ -412,7 +411,8 @@ class JobRepo:
                 )
                 .on_conflict_do_nothing(
                     index_elements=["tenant_id", "dedupe_key"],
-                    index_where=and_(t.jobs.c.dedupe_key.is_not(None), t.jobs.c.status.in_(active)),
+                    # Literally the partial index's predicate, so PostgreSQL can infer the index.
+                    index_where=text("dedupe_key IS NOT NULL AND status IN ('PENDING','RUNNING')"),
                 )
                 .returning(t.jobs)
             )

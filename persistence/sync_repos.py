@@ -101,11 +101,8 @@ class ConnectionRepo:
             directory = pg_insert(t.provider_accounts).values(
                 provider=provider.value, account_id=account_id, tenant=SCOPED_TENANT
             )
-            await self._conn.execute(
-                directory.on_conflict_do_update(
-                    index_elements=["provider", "account_id"], set_={"tenant": SCOPED_TENANT}
-                )
-            )
+            # Several tenants may connect one provider account (a shared Square merchant): each has a row.
+            await self._conn.execute(directory.on_conflict_do_nothing())
         return _connection(row)
 
     async def update_tokens(
@@ -161,14 +158,25 @@ class ConnectionRepo:
         return _connection(row) if row else None
 
 
-async def tenant_for_account(conn: AsyncConnection, provider: Provider, account_id: str) -> uuid.UUID | None:
-    """Which tenant a webhook's provider account belongs to (platform directory, no tenant scope)."""
-    value = await conn.scalar(
-        select(t.provider_accounts.c.tenant).where(
+async def tenants_for_account(conn: AsyncConnection, provider: Provider, account_id: str) -> list[uuid.UUID]:
+    """Which tenants a webhook's provider account belongs to (platform directory, no tenant scope)."""
+    rows = await conn.scalars(
+        select(t.provider_accounts.c.tenant)
+        .where(
             t.provider_accounts.c.provider == provider.value, t.provider_accounts.c.account_id == account_id
         )
+        .order_by(t.provider_accounts.c.tenant)
     )
-    return value if isinstance(value, uuid.UUID) else None
+    return list(rows.all())
+
+
+async def forget_webhook(conn: AsyncConnection, provider: Provider, event_id: str) -> None:
+    """Undo first_seen_webhook when the event could not be handed on, so the provider's retry works."""
+    await conn.execute(
+        delete(t.webhook_events).where(
+            t.webhook_events.c.provider == provider.value, t.webhook_events.c.event_id == event_id
+        )
+    )
 
 
 async def first_seen_webhook(conn: AsyncConnection, provider: Provider, event_id: str) -> bool:

@@ -241,7 +241,7 @@ provider_accounts = Table(
     metadata,
     Column("provider", Text, primary_key=True),
     Column("account_id", Text, primary_key=True),
-    Column("tenant", UUID(as_uuid=True), nullable=False),
+    Column("tenant", UUID(as_uuid=True), primary_key=True),
 )
 
 webhook_events = Table(

@@ -45,7 +45,7 @@ STATEMENTS = [
         provider text NOT NULL CONSTRAINT ck_provider_accounts_provider CHECK (provider IN {PROVIDERS}),
         account_id text NOT NULL,
         tenant uuid NOT NULL,
-        CONSTRAINT pk_provider_accounts PRIMARY KEY (provider, account_id)
+        CONSTRAINT pk_provider_accounts PRIMARY KEY (provider, account_id, tenant)
     )
     """,
     f"""
@@ -132,7 +132,7 @@ def upgrade() -> None:
         )
     op.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON {", ".join(TENANT_TABLES)} TO "{role}"')
     op.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON provider_accounts TO "{role}"')
-    op.execute(f'GRANT SELECT, INSERT ON webhook_events TO "{role}"')
+    op.execute(f'GRANT SELECT, INSERT, DELETE ON webhook_events TO "{role}"')
 
 
 def downgrade() -> None:

@@ -7,6 +7,7 @@ provider is a separate httpx client talking to the fake; the redirect back is th
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import secrets
@@ -358,6 +359,21 @@ async def test_reused_state_is_refused_and_changes_nothing(
     assert await _accounts(stack, tenant) == [("SQUARE", "CONNECTED")]
 
 
+async def test_concurrent_callbacks_with_one_state_connect_once(
+    stack: Stack, owner_conn: asyncpg.Connection, merchant: str
+) -> None:
+    tenant = await make_tenant(stack.http, name="Racing Salon")
+    state = _state_of(await _start(stack, tenant, "SQUARE"))
+    callback = f"{PUBLIC_URL}/oauth/square/callback"
+    codes = [stack.fakes.square.issue_code(redirect_uri=callback) for _ in range(5)]
+    answers = await asyncio.gather(
+        *(_back(stack, f"{callback}?{urlencode({'code': code, 'state': state})}") for code in codes)
+    )
+    assert sorted(a.status_code for a in answers) == [303, 400, 400, 400, 400]
+    assert all("already used" in a.text for a in answers if a.status_code == 400)
+    assert await _accounts(stack, tenant) == [("SQUARE", "CONNECTED")]
+
+
 async def test_forged_tampered_expired_and_misdirected_states_are_refused(
     stack: Stack, owner_conn: asyncpg.Connection, merchant: str
 ) -> None:
@@ -574,7 +590,8 @@ async def test_apple_refusal_page_does_not_offer_a_spent_link(stack: Stack) -> N
         )
         assert "start connecting again" in refused.text, (
             "the refusal page offers the spent link's form again without saying to start over; "
-            f"submitting it with the right password answers {retry.status_code}: {retry.text[-200:]}"
+            f"submitting it with the right password answers {retry.status_code}"
+            f" ('already used' in the page: {'already used' in retry.text})"
         )
 
 
@@ -794,6 +811,57 @@ async def test_staff_and_api_keys_cannot_connect_or_disconnect(
 
     assert await _row(owner_conn, tenant, "SQUARE") is not None
     assert await _directory(owner_conn, "SQUARE", merchant) == uuid.UUID(tenant.uuid)
+
+
+async def test_disconnect_forgets_tokens_even_when_the_provider_refuses_to_revoke(
+    stack: Stack, owner_conn: asyncpg.Connection, merchant: str
+) -> None:
+    square = stack.fakes.square
+    tenant = await make_tenant(stack.http, name="Stubborn Salon")
+    _landed(await _connect_square(stack, tenant), APP_URL, connected="SQUARE")
+    tokens = await _tokens(stack, tenant, Provider.SQUARE)
+    assert tokens is not None
+    square.fail_next(1, status=400, path="/oauth2/revoke")
+    body = await gql(stack.http, DISCONNECT, {"provider": "SQUARE"}, **_auth(tenant))
+    assert body["data"]["disconnectProvider"] == {"provider": "SQUARE", "userErrors": []}
+    assert await _accounts(stack, tenant) == []
+    assert await _row(owner_conn, tenant, "SQUARE") is None
+    assert await _directory(owner_conn, "SQUARE", merchant) is None
+    assert square.token_state(tokens.access_token) == "live"  # best effort: Square kept it
+
+
+async def test_disconnect_google_revokes_the_grant(stack: Stack, owner_conn: asyncpg.Connection) -> None:
+    google = stack.fakes.google
+    tenant = await make_tenant(stack.http, name="Google Leaving Salon")
+    authorize = await _start(stack, tenant, "GOOGLE")
+    _landed(await _back(stack, await _consent(stack, authorize)), APP_URL, connected="GOOGLE")
+    tokens = await _tokens(stack, tenant, Provider.GOOGLE)
+    assert tokens is not None
+    assert tokens.refresh_token is not None
+    body = await gql(stack.http, DISCONNECT, {"provider": "GOOGLE"}, **_auth(tenant))
+    assert body["data"]["disconnectProvider"] == {"provider": "GOOGLE", "userErrors": []}
+    revokes = [r for r in google.requests if r.path == "/revoke"]
+    assert revokes
+    assert revokes[-1].form.get("token") == tokens.refresh_token
+    assert tokens.refresh_token not in str(revokes[-1].params)  # not in the URL (logged)
+    assert await _row(owner_conn, tenant, "GOOGLE") is None
+
+
+async def test_disconnect_shopify_uninstalls_from_the_shop(
+    stack: Stack, owner_conn: asyncpg.Connection
+) -> None:
+    shopify = stack.fakes.shopify
+    tenant = await make_tenant(stack.http, name="Shopify Leaving Salon")
+    _, authorize = await _to_shopify(stack, tenant)
+    _landed(await _back(stack, _as_joined(await _consent(stack, authorize))), APP_URL, connected="SHOPIFY")
+    token = shopify.shop(SHOP).access_token
+    body = await gql(stack.http, DISCONNECT, {"provider": "SHOPIFY"}, **_auth(tenant))
+    assert body["data"]["disconnectProvider"] == {"provider": "SHOPIFY", "userErrors": []}
+    uninstalls = shopify.requests_to("/admin/api_permissions/current.json")
+    assert [(r.method, r.token, r.status) for r in uninstalls][-1:] == [("DELETE", token, 200)]
+    assert token in shopify.shop(SHOP).revoked_tokens
+    assert await _row(owner_conn, tenant, "SHOPIFY") is None
+    shopify.shop(SHOP).revoked_tokens.discard(token)  # the uninstall was this test's only
 
 
 # ---------------------------------------------------------------- 8. across tenants

@@ -300,7 +300,7 @@ class RoundResult:
     cpu: str
     seconds: float
     loop_lag: list[float] = field(default_factory=list)
-    rows: list[tuple[float, str, float, float | None]] = field(default_factory=list)
+    rows: list[tuple[float, float, str, float, float | None]] = field(default_factory=list)
 
 
 async def loop_lag(out: list[float]) -> None:
@@ -395,9 +395,11 @@ async def run_round(
         cpu=cpu,
         seconds=seconds,
         loop_lag=lag,
-        # sent (s after the round began), delta, end to end ms, model server -> Redis ms
+        # sent (perf_counter, CLOCK_MONOTONIC on Linux: comparable across processes), sent (s after
+        # the round began), delta, end to end ms, model server -> Redis ms
         rows=sorted(
             (
+                sent[t],
                 sent[t] - started,
                 t.strip(),
                 (arrived[t] - sent[t]) * 1000,
@@ -673,10 +675,10 @@ async def main_async(
                 if args.dump:
                     path = args.dump.with_name(f"{args.dump.stem}-{number}{args.dump.suffix}")
                     path.write_text(
-                        "sent_s,delta,end_to_end_ms,to_redis_ms\n"
+                        "sent_perf_counter,sent_s,delta,end_to_end_ms,to_redis_ms\n"
                         + "".join(
-                            f"{a:.4f},{b},{c:.3f},{'' if d is None else f'{d:.3f}'}\n"
-                            for a, b, c, d in result.rows
+                            f"{a:.4f},{b:.4f},{c},{d:.3f},{'' if e is None else f'{e:.3f}'}\n"
+                            for a, b, c, d, e in result.rows
                         )
                     )
                 if spies:

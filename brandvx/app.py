@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None, *, inline_worker: bool | None =
                 make_runtime=lambda: worker_runtime(resolved),
                 handle_signals=False,
                 sync_timeout_seconds=resolved.sync_job_timeout_seconds,
-                reply_timeout_seconds=int(resolved.ai_timeout_seconds) + 30,
+                reply_timeout_seconds=int(resolved.ai_timeout_seconds) + 10,
             )
             runtime.background.append(asyncio.create_task(worker.async_run(), name="arq-worker"))
         try:

@@ -162,7 +162,7 @@ def run_worker() -> None:
         key_prefix=settings.key_prefix,
         make_runtime=lambda: worker_runtime(settings),
         sync_timeout_seconds=settings.sync_job_timeout_seconds,
-        reply_timeout_seconds=int(settings.ai_timeout_seconds) + 30,
+        reply_timeout_seconds=int(settings.ai_timeout_seconds) + 10,
     )
     worker.run()
 

@@ -43,9 +43,13 @@ class CircuitBreaker:
     _opened_at: float | None = field(default=None, repr=False)
 
     def allow(self) -> bool:
+        return self.remaining() == 0.0
+
+    def remaining(self) -> float:
+        """Seconds until a trial call may pass (0 when closed)."""
         if self._opened_at is None:
-            return True
-        return self.clock() - self._opened_at >= self.cooldown
+            return 0.0
+        return max(0.0, self.cooldown - (self.clock() - self._opened_at))
 
     def success(self) -> None:
         self._failures = 0
@@ -142,8 +146,11 @@ class ProviderHttp:
         last: ProviderError | None = None
         for attempt in range(1, self._retry.attempts + 1):
             if not self._breaker.allow():
+                # retry_after tells the job runner to come back when calls may pass again.
                 raise ProviderError(
-                    "transient", f"{self.provider} is failing; calls are paused for a while (circuit open)"
+                    "transient",
+                    f"{self.provider} is failing; calls are paused for a while (circuit open)",
+                    retry_after=self._breaker.remaining(),
                 )
             try:
                 response = await self._client.request(

@@ -118,14 +118,21 @@ async def _sync_one(
 ) -> SyncStats:
     registry = rt.providers
     label = provider.value.title()
-    async with rt.db.transaction(tenant_id=tenant, role=SYSTEM_ROLE) as uow:
-        connection = await uow.connections.get(provider)
-        if connection is None:
-            raise NotConnected(f"{label} is not connected")
-        tokens = await connections.usable_tokens(
-            uow, rt.vault.keyring, tenant, connection, registry.oauth(provider)
-        )
-        run_started = await uow.sync.db_now()
+    try:
+        async with rt.db.transaction(tenant_id=tenant, role=SYSTEM_ROLE) as uow:
+            connection = await uow.connections.get(provider)
+            if connection is None:
+                raise NotConnected(f"{label} is not connected")
+            tokens = await connections.usable_tokens(
+                uow, rt.vault.keyring, tenant, connection, registry.oauth(provider)
+            )
+            run_started = await uow.sync.db_now()
+    except NotConnected as exc:
+        # The failed refresh rolled its transaction back: record the expiry in one of its own.
+        async with rt.db.transaction(tenant_id=tenant, role=SYSTEM_ROLE) as uow:
+            if await uow.connections.get(provider) is not None:
+                await uow.connections.mark(provider, ConnectionStatus.EXPIRED, exc.message)
+        raise
     config = {k: str(v) for k, v in connection.config.items()}
     stats = SyncStats()
     started = datetime.now(UTC)

@@ -21,6 +21,7 @@ log = logging.getLogger("brandvx.worker")
 HEARTBEAT_TTL_SECONDS = 30
 REPLY_TIMEOUT_SECONDS = 300
 SYNC_TIMEOUT_SECONDS = 1800
+EVERY_5_MIN = set(range(0, 60, 5))
 
 
 def heartbeat_key(key_prefix: str) -> str:
@@ -48,6 +49,7 @@ def build_worker(
     """ARQ hands a job whose worker died to another worker after the longest function timeout + 10 s,
     so the timeouts are kept to what the work needs."""
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
+    cron_timeout = max(5, min(60, sync_timeout_seconds, reply_timeout_seconds))
 
     async def startup(ctx: WorkerContext) -> None:
         ctx["runtime"] = await make_runtime()
@@ -81,9 +83,11 @@ def build_worker(
                 run_at_startup=True,
                 timeout=5,
             ),
-            cron(askvx_sweep, name="askvx_sweep", minute=set(range(0, 60, 5)), second=7, timeout=120),  # type: ignore[arg-type]
-            cron(jobs_sweep, name="jobs_sweep", minute=set(range(0, 60, 5)), second=37, timeout=120),  # type: ignore[arg-type]
-            cron(askvx_retention, name="askvx_retention", hour={3}, minute={17}, second=0, timeout=3600),  # type: ignore[arg-type]
+            # ARQ re-delivers a killed worker's jobs after the longest timeout of ANY function (cron
+            # included) + 10 s: crons stay within the job timeouts; retention deletes in batches.
+            cron(askvx_sweep, name="askvx_sweep", minute=EVERY_5_MIN, second=7, timeout=cron_timeout),  # type: ignore[arg-type]
+            cron(jobs_sweep, name="jobs_sweep", minute=EVERY_5_MIN, second=37, timeout=cron_timeout),  # type: ignore[arg-type]
+            cron(askvx_retention, name="askvx_retention", minute={17}, second=0, timeout=cron_timeout),  # type: ignore[arg-type]
         ],
         redis_settings=RedisSettings.from_dsn(redis_url),
         queue_name=queue_name,

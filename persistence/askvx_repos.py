@@ -227,10 +227,13 @@ class ChatRepo:
         )
         return result.rowcount
 
-    async def purge_before(self, cutoff: datetime) -> int:
-        result = await self._conn.execute(
-            delete(t.askvx_messages).where(t.askvx_messages.c.created_at < cutoff)
+    async def purge_before(self, cutoff: datetime, *, batch: int = 5000) -> int:
+        """At most ``batch`` rows a call: the hourly cron catches up without one long statement."""
+        m = t.askvx_messages.c
+        oldest = (
+            select(m.id).where(m.created_at < cutoff).order_by(m.created_at).limit(batch).scalar_subquery()
         )
+        result = await self._conn.execute(delete(t.askvx_messages).where(m.id.in_(oldest)))
         return result.rowcount
 
 

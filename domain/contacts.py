@@ -40,6 +40,37 @@ class PiiVault:
     def index(self, tenant_id: uuid.UUID, field: str, value: str) -> bytes:
         return self.blind_index.digest(value, tenant_id=tenant_id, field=field)
 
+    def new_contact(
+        self,
+        tenant_id: uuid.UUID,
+        *,
+        display_name: str,
+        email: str | None,
+        phone: str | None,
+        source: str,
+        sms_consent: bool = False,
+        email_consent: bool = False,
+        tags: tuple[str, ...] = (),
+    ) -> NewContact:
+        """A contact ready to store: normalized email/phone sealed, indexed and masked."""
+        email_ct, email_bidx = self.seal(tenant_id, "email", email) if email else (None, None)
+        phone_ct, phone_bidx = self.seal(tenant_id, "phone", phone) if phone else (None, None)
+        return NewContact(
+            id=uuid.uuid4(),
+            display_name=display_name,
+            name_search=display_name.lower(),
+            email_ciphertext=email_ct,
+            email_bidx=email_bidx,
+            email_masked=mask_email(email) if email else None,
+            phone_ciphertext=phone_ct,
+            phone_bidx=phone_bidx,
+            phone_masked=mask_phone(phone) if phone else None,
+            sms_consent=sms_consent,
+            email_consent=email_consent,
+            tags=tags,
+            source=source,
+        )
+
 
 def _clean_tags(tags: Sequence[str] | None) -> tuple[str, ...]:
     cleaned: list[str] = []
@@ -81,29 +112,20 @@ async def create_contact(
         raise InvalidInput("SMS consent needs a phone number", field=["smsConsent"])
     if email_consent and email_norm is None:
         raise InvalidInput("Email consent needs an email address", field=["emailConsent"])
-    email_ct, email_bidx = vault.seal(tenant_id, "email", email_norm) if email_norm else (None, None)
-    phone_ct, phone_bidx = vault.seal(tenant_id, "phone", phone_norm) if phone_norm else (None, None)
-    clash = await uow.contacts.exists_with(email_bidx=email_bidx, phone_bidx=phone_bidx)
+    contact = vault.new_contact(
+        tenant_id,
+        display_name=name,
+        email=email_norm,
+        phone=phone_norm,
+        source=source,
+        sms_consent=sms_consent,
+        email_consent=email_consent,
+        tags=_clean_tags(tags),
+    )
+    clash = await uow.contacts.exists_with(email_bidx=contact.email_bidx, phone_bidx=contact.phone_bidx)
     if clash is not None:
         raise Conflict(f"A contact with this {clash} already exists", field=[clash])
-    return await uow.contacts.add(
-        tenant_id,
-        NewContact(
-            id=uuid.uuid4(),
-            display_name=name,
-            name_search=name.lower(),
-            email_ciphertext=email_ct,
-            email_bidx=email_bidx,
-            email_masked=mask_email(email_norm) if email_norm else None,
-            phone_ciphertext=phone_ct,
-            phone_bidx=phone_bidx,
-            phone_masked=mask_phone(phone_norm) if phone_norm else None,
-            sms_consent=sms_consent,
-            email_consent=email_consent,
-            tags=_clean_tags(tags),
-            source=source,
-        ),
-    )
+    return await uow.contacts.add(tenant_id, contact)
 
 
 async def list_contacts(

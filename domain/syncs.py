@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from domain.errors import InvalidInput
 from domain.model import NewContact, Provider
-from domain.pii import looks_like_email, mask_email, mask_phone, normalize_email, try_normalize_phone
+from domain.pii import looks_like_email, normalize_email, try_normalize_phone
 from domain.sync import ExternalAppointment
 
 if TYPE_CHECKING:
@@ -252,20 +252,6 @@ def _new_contact(
     name: str | None,
 ) -> NewContact:
     display = " ".join((name or "").split())[:200] or (email.split("@")[0] if email else "Client")
-    email_ct, email_bidx = vault.seal(tenant_id, "email", email) if email else (None, None)
-    phone_ct, phone_bidx = vault.seal(tenant_id, "phone", phone) if phone else (None, None)
-    return NewContact(
-        id=uuid.uuid4(),
-        display_name=display,
-        name_search=display.lower(),
-        email_ciphertext=email_ct,
-        email_bidx=email_bidx,
-        email_masked=mask_email(email) if email else None,
-        phone_ciphertext=phone_ct,
-        phone_bidx=phone_bidx,
-        phone_masked=mask_phone(phone) if phone else None,
-        sms_consent=False,
-        email_consent=False,
-        tags=(),
-        source=provider.value.lower(),
+    return vault.new_contact(
+        tenant_id, display_name=display, email=email, phone=phone, source=provider.value.lower()
     )

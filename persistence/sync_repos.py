@@ -188,6 +188,29 @@ async def first_seen_webhook(conn: AsyncConnection, provider: Provider, event_id
     return result.first() is not None
 
 
+def _appointment(r: Any) -> Appointment:
+    return Appointment(
+        id=r.id,
+        title=r.title,
+        starts_at=r.starts_at,
+        ends_at=r.ends_at,
+        status=r.status,
+        contact_id=r.contact_id,
+    )
+
+
+def _inventory_item(r: Any) -> InventoryItem:
+    return InventoryItem(
+        id=r.id,
+        sku=r.sku,
+        name=r.name,
+        quantity=r.quantity,
+        low_stock_threshold=r.low_stock_threshold,
+        price_cents=r.price_cents,
+        provider=Provider(r.provider),
+    )
+
+
 def _stored(row: Any) -> StoredAppointment:
     return StoredAppointment(row.id, row.starts_at, row.ends_at, row.contact_id, row.shared_reference)
 
@@ -369,17 +392,7 @@ class SyncRepo:
         if page.after is not None:
             query = query.where(tuple_(a.starts_at, a.id) > tuple_(page.after.sort_key, page.after.id))
         rows = (await self._conn.execute(query.order_by(a.starts_at, a.id).limit(page.first + 1))).all()
-        items = [
-            Appointment(
-                id=r.id,
-                title=r.title,
-                starts_at=r.starts_at,
-                ends_at=r.ends_at,
-                status=r.status,
-                contact_id=r.contact_id,
-            )
-            for r in rows[: page.first]
-        ]
+        items = [_appointment(r) for r in rows[: page.first]]
         return Page(
             items=items,
             cursors=[Cursor(i.starts_at, i.id) for i in items],
@@ -393,14 +406,7 @@ class SyncRepo:
         ).first()
         if r is None:
             return None
-        return Appointment(
-            id=r.id,
-            title=r.title,
-            starts_at=r.starts_at,
-            ends_at=r.ends_at,
-            status=r.status,
-            contact_id=r.contact_id,
-        )
+        return _appointment(r)
 
     async def inventory_item(self, item_id: uuid.UUID) -> InventoryItem | None:
         r = (
@@ -408,15 +414,7 @@ class SyncRepo:
         ).first()
         if r is None:
             return None
-        return InventoryItem(
-            id=r.id,
-            sku=r.sku,
-            name=r.name,
-            quantity=r.quantity,
-            low_stock_threshold=r.low_stock_threshold,
-            price_cents=r.price_cents,
-            provider=Provider(r.provider),
-        )
+        return _inventory_item(r)
 
     async def sources_of(
         self, appointment_ids: Sequence[uuid.UUID]
@@ -488,18 +486,7 @@ class SyncRepo:
         if page.after is not None:
             query = query.where(tuple_(i.name, i.id) > tuple_(str(page.after.sort_key), page.after.id))
         rows = (await self._conn.execute(query.order_by(i.name, i.id).limit(page.first + 1))).all()
-        items = [
-            InventoryItem(
-                id=r.id,
-                sku=r.sku,
-                name=r.name,
-                quantity=r.quantity,
-                low_stock_threshold=r.low_stock_threshold,
-                price_cents=r.price_cents,
-                provider=Provider(r.provider),
-            )
-            for r in rows[: page.first]
-        ]
+        items = [_inventory_item(r) for r in rows[: page.first]]
         return Page(
             items=items,
             cursors=[Cursor(r.name, r.id) for r in rows[: page.first]],

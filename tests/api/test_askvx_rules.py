@@ -29,7 +29,6 @@ from tests.api.test_askvx_stream import (
     ask,
     askvx_stack,
     call,
-    frame,
     message,
     new_tenant,
     owner_db,
@@ -43,6 +42,7 @@ from tests.api.test_askvx_stream import (
 )
 from tests.conftest import TenantFixture, app_client, gql, make_tenant
 from tests.fakes.openai_server import Script
+from tests.processes import frame
 
 pytestmark = pytest.mark.slow
 

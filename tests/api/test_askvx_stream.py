@@ -8,28 +8,35 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
-import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 import redis
-import websockets
 from sqlalchemy.engine import make_url
+from websockets.asyncio.client import ClientConnection
 
 from brandvx.settings import Settings
-from tests.conftest import JWT_SECRET, ROOT, TenantFixture, free_port, gql, make_tenant, make_user
+from tests.conftest import TenantFixture, free_port, gql, make_tenant, make_user
 from tests.fakes.openai_server import FakeOpenAI, Script
+from tests.processes import (
+    brandvx_env,
+    frame,
+    graphql_ws,
+    next_payloads,
+    spawn_brandvx,
+    start_subscription,
+    stop_process,
+    wait_for_heartbeat,
+    wait_until_ready,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +44,6 @@ API_KEY = "sk-test-askvx-" + uuid.uuid4().hex
 MODEL = "gpt-askvx-test"
 IDLE_TIMEOUT = 1.5
 AI_TIMEOUT = 4.0
-STARTUP_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -49,80 +55,35 @@ class Stack:
     settings: Settings  # the servers of this run, the fake as provider, this stack's namespace
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-
-
-def _tail(path: Path) -> str:
-    return path.read_text(errors="replace")[-3000:] if path.exists() else ""
-
-
 @pytest.fixture(scope="module")
 def askvx_stack(migrated: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     namespace = f"askvx-{uuid.uuid4().hex[:10]}"
     fake = FakeOpenAI(api_key=API_KEY).start()
-    env = {
-        **os.environ,
-        "BRANDVX_ENV": "test",
-        "DATABASE_URL": migrated.database_url or "",
-        "REDIS_URL": migrated.redis_url or "",
-        "BRANDVX_REDIS_NAMESPACE": namespace,
-        "BRANDVX_JWT_SECRET": JWT_SECRET,
-        "BRANDVX_ENCRYPTION_KEYS": migrated.encryption_keys or "",
-        "BRANDVX_BLIND_INDEX_KEY": migrated.blind_index_key or "",
-        "BRANDVX_DATA_DIR": str(tmp_path_factory.mktemp("askvx-data")),
-        "OPENAI_API_KEY": API_KEY,
-        "OPENAI_BASE_URL": fake.base_url,
-        "BRANDVX_AI_MODEL": MODEL,
-        "BRANDVX_AI_IDLE_TIMEOUT_SECONDS": str(IDLE_TIMEOUT),
-        "BRANDVX_AI_TIMEOUT_SECONDS": str(AI_TIMEOUT),
-        "BRANDVX_AI_MAX_RETRIES": "0",
-    }
-    env.pop("BRANDVX_INLINE_WORKER", None)
+    env = brandvx_env(
+        migrated,
+        namespace=namespace,
+        data_dir=tmp_path_factory.mktemp("askvx-data"),
+        extra={
+            "OPENAI_API_KEY": API_KEY,
+            "OPENAI_BASE_URL": fake.base_url,
+            "BRANDVX_AI_MODEL": MODEL,
+            "BRANDVX_AI_IDLE_TIMEOUT_SECONDS": str(IDLE_TIMEOUT),
+            "BRANDVX_AI_TIMEOUT_SECONDS": str(AI_TIMEOUT),
+            "BRANDVX_AI_MAX_RETRIES": "0",
+        },
+    )
     logs = tmp_path_factory.mktemp("askvx-log")
     port = free_port()
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        for name, args in (
-            ("serve", ["serve", "--port", str(port), "--no-worker", "--no-migrate"]),
-            ("worker", ["worker"]),
-        ):
-            with (logs / f"{name}.log").open("wb") as out:
-                processes.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "brandvx", *args],
-                        env=env,
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                        cwd=ROOT,
-                    )
-                )
+        serve_args = ("serve", "--port", str(port), "--no-worker", "--no-migrate")
+        processes.append(spawn_brandvx(*serve_args, env=env, log=logs / "serve.log"))
+        processes.append(spawn_brandvx("worker", env=env, log=logs / "worker.log"))
         api, worker = processes
         base = f"http://127.0.0.1:{port}"
-        heartbeat = f"bvx:{namespace}:worker:heartbeat"
         store = redis.Redis.from_url(migrated.redis_url or "")
-        ready = beating = False
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while not (ready and beating):
-            for name, process in (("serve", api), ("worker", worker)):
-                if process.poll() is not None:
-                    raise RuntimeError(f"brandvx {name} exited: {_tail(logs / f'{name}.log')}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"not ready (api {ready}, worker {beating}):\n{_tail(logs / 'serve.log')}\n"
-                    f"{_tail(logs / 'worker.log')}"
-                )
-            if not ready:
-                with suppress(httpx.HTTPError):
-                    ready = httpx.get(base + "/ready", timeout=1).status_code == 200
-            beating = beating or store.get(heartbeat) is not None
-            time.sleep(0.1)
+        wait_until_ready(api, base, logs / "serve.log")
+        wait_for_heartbeat(worker, store, namespace, logs / "worker.log")
         settings = migrated.model_copy(
             update={
                 "redis_namespace": namespace,
@@ -137,7 +98,7 @@ def askvx_stack(migrated: Settings, tmp_path_factory: pytest.TempPathFactory) ->
         yield Stack(fake, base, f"ws://127.0.0.1:{port}/graphql", namespace, settings)
     finally:
         for process in processes:
-            _stop(process)
+            stop_process(process)
         fake.stop()
         cleanup = redis.Redis.from_url(migrated.redis_url or "")
         for key in cleanup.scan_iter(match=f"bvx:{namespace}:*"):
@@ -230,48 +191,17 @@ async def wait_finished(
             await asyncio.sleep(0.1)
 
 
-@asynccontextmanager
-async def socket(stack: Stack, tenant: TenantFixture) -> AsyncIterator[Any]:
-    async with websockets.connect(
-        stack.ws_url,
-        subprotocols=[websockets.Subprotocol("graphql-transport-ws")],
-        open_timeout=5,
-        close_timeout=2,
-    ) as ws:
-        init = {"Authorization": f"Bearer {tenant.owner.token}", "X-Tenant-Id": tenant.uuid}
-        await ws.send(json.dumps({"type": "connection_init", "payload": init}))
-        assert await frame(ws) == {"type": "connection_ack"}
-        yield ws
+def socket(stack: Stack, tenant: TenantFixture) -> AbstractAsyncContextManager[ClientConnection]:
+    return graphql_ws(stack.ws_url, token=tenant.owner.token, tenant_id=tenant.uuid)
 
 
-async def frame(ws: Any, seconds: float = 10) -> dict[str, Any]:
-    while True:
-        received: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), seconds))
-        if received.get("type") != "ping":
-            return received
-        await ws.send(json.dumps({"type": "pong"}))
+async def subscribe(ws: ClientConnection, op: str, message_id: str) -> None:
+    await start_subscription(ws, op, REPLY, {"m": message_id})
 
 
-async def subscribe(ws: Any, op: str, message_id: str) -> None:
-    await ws.send(
-        json.dumps(
-            {"id": op, "type": "subscribe", "payload": {"query": REPLY, "variables": {"m": message_id}}}
-        )
-    )
-
-
-async def reply_events(ws: Any, op: str, seconds: float = 10) -> list[dict[str, Any]]:
+async def reply_events(ws: ClientConnection, op: str, seconds: float = 10) -> list[dict[str, Any]]:
     """`next` events of one subscription until its `complete`; anything else fails the test."""
-    events: list[dict[str, Any]] = []
-    async with asyncio.timeout(seconds):
-        while True:
-            received = await frame(ws)
-            assert received.get("id") == op, received
-            if received["type"] == "complete":
-                return events
-            assert received["type"] == "next", received
-            assert "errors" not in received["payload"], received
-            events.append(received["payload"]["data"]["chatReply"])
+    return await next_payloads(ws, op, "chatReply", seconds=seconds)
 
 
 async def follow(

@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,8 +26,8 @@ from typing import Any
 import httpx
 import pytest
 import redis
-import websockets
 from sqlalchemy import text
+from websockets.asyncio.client import ClientConnection
 
 from brandvx.runtime import Runtime
 from brandvx.settings import Settings
@@ -39,8 +36,19 @@ from domain.model import Job, JobStatus, Provider
 from domain.sync import TokenSet
 from jobs.syncs import SYSTEM_ROLE
 from schema.common import to_global_id
-from tests.conftest import JWT_SECRET, ROOT, TenantFixture, free_port, gql, make_tenant, make_user
+from tests.conftest import TenantFixture, free_port, gql, make_tenant, make_user
 from tests.fakes.square_server import FakeSquare
+from tests.processes import (
+    brandvx_env,
+    graphql_ws,
+    log_tail,
+    next_payloads,
+    spawn_brandvx,
+    start_subscription,
+    stop_process,
+    wait_for_heartbeat,
+    wait_until_ready,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +59,7 @@ AI_TIMEOUT = 3  # BRANDVX_AI_TIMEOUT_SECONDS: `brandvx worker` gives replies thi
 # What ARQ waits before handing a dead worker's job to another: the longest function timeout + 10 s.
 REDELIVERY_SECONDS = max(SYNC_TIMEOUT, AI_TIMEOUT + 30) + 10
 BOOKINGS = 150
-STARTUP_SECONDS = 60
+FRAME_SECONDS = 20  # the longest wait for one socket message
 
 SYNC_CALENDAR = """
 mutation { syncCalendar(input: {providers: [SQUARE]}) { job { id status } userErrors { code message } } }
@@ -73,46 +81,14 @@ class SyncStack:
 
     def start_worker(self) -> subprocess.Popen[bytes]:
         """A new `brandvx worker` process, returned once its heartbeat (with its pid) is in Redis."""
-        index = len(self.workers)
-        log = self.logs / f"worker{index}.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "brandvx", "worker"],
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-            )
+        log = self.logs / f"worker{len(self.workers)}.log"
+        process = spawn_brandvx("worker", env=self.env, log=log)
         self.workers.append(process)
-        key = f"bvx:{self.namespace}:worker:heartbeat"
-        mine = f"{socket.gethostname()}:{process.pid} ".encode()
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"brandvx worker exited: {_tail(log)}")
-            beat = self.redis.get(key)
-            if isinstance(beat, bytes) and beat.startswith(mine):
-                return process
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"brandvx worker did not start: {_tail(log)}")
-            time.sleep(0.05)
+        wait_for_heartbeat(process, self.redis, self.namespace, log)
+        return process
 
     def worker_logs(self) -> str:
-        return "\n".join(_tail(p) for p in sorted(self.logs.glob("worker*.log")))
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-
-
-def _tail(path: Path) -> str:
-    return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+        return "\n".join(log_tail(p) for p in sorted(self.logs.glob("worker*.log")))
 
 
 def _seed(square: FakeSquare) -> None:
@@ -137,34 +113,24 @@ def sync_stack(migrated: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
         merchant_id=SQUARE_MERCHANT,
     ).start()
     _seed(square)
-    env = {
-        **os.environ,
-        "BRANDVX_ENV": "test",
-        "DATABASE_URL": migrated.database_url or "",
-        "REDIS_URL": migrated.redis_url or "",
-        "BRANDVX_REDIS_NAMESPACE": namespace,
-        "BRANDVX_JWT_SECRET": JWT_SECRET,
-        "BRANDVX_ENCRYPTION_KEYS": migrated.encryption_keys or "",
-        "BRANDVX_BLIND_INDEX_KEY": migrated.blind_index_key or "",
-        "BRANDVX_DATA_DIR": str(tmp_path_factory.mktemp("sync-worker-data")),
-        "SQUARE_CLIENT_ID": SQUARE_ID,
-        "SQUARE_CLIENT_SECRET": SQUARE_SECRET,
-        "SQUARE_BASE_URL": square.base_url,
-        "BRANDVX_SYNC_JOB_TIMEOUT_SECONDS": str(SYNC_TIMEOUT),
-        "BRANDVX_AI_TIMEOUT_SECONDS": str(AI_TIMEOUT),
-    }
-    env.pop("BRANDVX_INLINE_WORKER", None)
+    env = brandvx_env(
+        migrated,
+        namespace=namespace,
+        data_dir=tmp_path_factory.mktemp("sync-worker-data"),
+        extra={
+            "SQUARE_CLIENT_ID": SQUARE_ID,
+            "SQUARE_CLIENT_SECRET": SQUARE_SECRET,
+            "SQUARE_BASE_URL": square.base_url,
+            "BRANDVX_SYNC_JOB_TIMEOUT_SECONDS": str(SYNC_TIMEOUT),
+            "BRANDVX_AI_TIMEOUT_SECONDS": str(AI_TIMEOUT),
+        },
+    )
     logs = tmp_path_factory.mktemp("sync-worker-log")
     port = free_port()
     store = redis.Redis.from_url(migrated.redis_url or "")
-    with (logs / "serve.log").open("wb") as out:
-        api = subprocess.Popen(
-            [sys.executable, "-m", "brandvx", "serve", "--port", str(port), "--no-worker", "--no-migrate"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
+    api = spawn_brandvx(
+        "serve", "--port", str(port), "--no-worker", "--no-migrate", env=env, log=logs / "serve.log"
+    )
     stack = SyncStack(
         square=square,
         base_url=f"http://127.0.0.1:{port}",
@@ -175,20 +141,11 @@ def sync_stack(migrated: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
         redis=store,
     )
     try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            if api.poll() is not None:
-                raise RuntimeError(f"brandvx serve exited: {_tail(logs / 'serve.log')}")
-            with suppress(httpx.HTTPError):
-                if httpx.get(stack.base_url + "/ready", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"brandvx serve not ready: {_tail(logs / 'serve.log')}")
-            time.sleep(0.1)
+        wait_until_ready(api, stack.base_url, logs / "serve.log")
         yield stack
     finally:
         for process in [api, *stack.workers]:
-            _stop(process)
+            stop_process(process)
         square.stop()
         for key in store.scan_iter(match=f"bvx:{namespace}:*"):
             store.delete(key)
@@ -204,7 +161,7 @@ def stack(sync_stack: SyncStack) -> Iterator[SyncStack]:
     sync_stack.square.reset_calls()
     yield sync_stack
     for process in sync_stack.workers:
-        _stop(process)
+        stop_process(process)
     sync_stack.square.latency = 0.0
 
 
@@ -261,48 +218,15 @@ async def scalar(rt: Runtime, tid: uuid.UUID, sql: str) -> Any:
         return (await uow.connection.execute(text(sql))).scalar_one()
 
 
-@asynccontextmanager
-async def ws_session(stack: SyncStack, tenant: TenantFixture) -> AsyncIterator[Any]:
-    async with websockets.connect(
-        stack.ws_url,
-        subprotocols=[websockets.Subprotocol("graphql-transport-ws")],
-        open_timeout=5,
-        close_timeout=2,
-    ) as ws:
-        init = {"Authorization": f"Bearer {tenant.owner.token}", "X-Tenant-Id": tenant.uuid}
-        await ws.send(json.dumps({"type": "connection_init", "payload": init}))
-        assert await frame(ws) == {"type": "connection_ack"}
-        yield ws
+def ws_session(stack: SyncStack, tenant: TenantFixture) -> AbstractAsyncContextManager[ClientConnection]:
+    return graphql_ws(stack.ws_url, token=tenant.owner.token, tenant_id=tenant.uuid, seconds=FRAME_SECONDS)
 
 
-async def frame(ws: Any, seconds: float = 20) -> dict[str, Any]:
-    while True:
-        received: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), seconds))
-        if received.get("type") != "ping":
-            return received
-        await ws.send(json.dumps({"type": "pong"}))
-
-
-async def progress_events(ws: Any, op: str, job_global_id: str, seconds: float = 30) -> list[dict[str, Any]]:
-    await ws.send(
-        json.dumps(
-            {
-                "id": op,
-                "type": "subscribe",
-                "payload": {"query": PROGRESS, "variables": {"id": job_global_id}},
-            }
-        )
-    )
-    events: list[dict[str, Any]] = []
-    async with asyncio.timeout(seconds):
-        while True:
-            received = await frame(ws)
-            assert received.get("id") == op, received
-            if received["type"] == "complete":
-                return events
-            assert received["type"] == "next", received
-            assert "errors" not in received["payload"], received
-            events.append(received["payload"]["data"]["jobProgress"])
+async def progress_events(
+    ws: ClientConnection, op: str, job_global_id: str, seconds: float = 30
+) -> list[dict[str, Any]]:
+    await start_subscription(ws, op, PROGRESS, {"id": job_global_id})
+    return await next_payloads(ws, op, "jobProgress", seconds=seconds, frame_seconds=FRAME_SECONDS)
 
 
 # ---------------------------------------------------------------- 11. jobProgress over a real socket

@@ -33,25 +33,23 @@ import binascii
 import bisect
 import random
 import secrets
-import socket
 import sys
 import threading
-import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode
 from zoneinfo import ZoneInfo
 
 import orjson
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
+
+from tests.fakes.serving import ServedFake
 
 __all__ = ["FakeAcuity", "RecordedRequest"]
 
@@ -160,7 +158,9 @@ def _json(payload: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(payload), status, media_type="application/json")
 
 
-class FakeAcuity:
+class FakeAcuity(ServedFake):
+    thread_name = "fake-acuity"
+
     def __init__(
         self,
         *,
@@ -181,7 +181,7 @@ class FakeAcuity:
         self.timezone = timezone
         self.zone = ZoneInfo(timezone)
         self.bounds = bounds
-        self.host = host
+        super().__init__(host=host)
         self._lock = threading.Lock()
         self._appointments: list[_Appointment] = []  # sorted by (timestamp, id)
         self._keys: list[tuple[float, int]] = []
@@ -191,10 +191,6 @@ class FakeAcuity:
         self._codes: dict[str, str] = {}  # code -> redirect_uri
         self._failures: deque[_Failure] = deque()
         self._requests: list[RecordedRequest] = []
-        self._port: int | None = None
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._socket: socket.socket | None = None
         self.app = Starlette(
             routes=[
                 Route("/oauth2/authorize", self._authorize, methods=["GET"]),
@@ -373,53 +369,9 @@ class FakeAcuity:
             raise RuntimeError("FakeAcuity is not started")
         return f"http://{self.host}:{self._port}"
 
-    def start(self) -> FakeAcuity:
-        if self._thread is not None:
-            return self
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, 0))
-        sock.listen(128)
-        self._socket = sock
-        self._port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            lifespan="off",
-            log_level="warning",
-            access_log=False,
-            loop="asyncio",
-            timeout_graceful_shutdown=1,
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, name="fake-acuity", daemon=True
-        )
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("FakeAcuity did not start")
-            time.sleep(0.01)
-        self._server, self._thread = server, thread
-        return self
-
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        if self._socket is not None:
-            self._socket.close()
-        self._server = self._thread = self._socket = None
-        self._port = None
-
-    def __enter__(self) -> FakeAcuity:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+        super().stop()
+        self._port = None  # unlike the other fakes, base_url fails once stopped
 
     # --- endpoints ---
 

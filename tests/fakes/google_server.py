@@ -36,22 +36,21 @@ import json
 import random
 import re
 import secrets
-import socket
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 from zoneinfo import ZoneInfo
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
+
+from tests.fakes.serving import ServedFake
 
 __all__ = ["CALENDAR_SCOPE", "FakeGoogle", "RecordedRequest"]
 
@@ -198,7 +197,9 @@ def google_error(status: int, message: str, reason: str | None = None, **extra: 
     return {"error": error}
 
 
-class FakeGoogle:
+class FakeGoogle(ServedFake):
+    thread_name = "fake-google"
+
     def __init__(
         self,
         *,
@@ -211,7 +212,7 @@ class FakeGoogle:
     ) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
-        self.host = host
+        super().__init__(host=host)
         self.time_zone = time_zone
         self.max_page_size = max_page_size
         self.minimal_deleted = minimal_deleted
@@ -231,10 +232,6 @@ class FakeGoogle:
         self._cursors: dict[str, _Cursor] = {}
         self._failures: deque[_Failure] = deque()
         self._requests: list[RecordedRequest] = []
-        self._port: int | None = None
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._socket: socket.socket | None = None
         events = "/calendar/v3/calendars/{calendar_id}/events"
         self.app = Starlette(
             routes=[
@@ -416,55 +413,6 @@ class FakeGoogle:
         if self._port is None:
             raise RuntimeError("FakeGoogle is not started")
         return f"http://{self.host}:{self._port}"
-
-    # --- lifecycle ---
-
-    def start(self) -> FakeGoogle:
-        if self._thread is not None:
-            return self
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, 0))
-        sock.listen(128)
-        self._socket = sock
-        self._port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            lifespan="off",
-            log_level="warning",
-            access_log=False,
-            loop="asyncio",
-            timeout_graceful_shutdown=1,
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, name="fake-google", daemon=True
-        )
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("FakeGoogle did not start")
-            time.sleep(0.01)
-        self._server, self._thread = server, thread
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        if self._socket is not None:
-            self._socket.close()
-        self._server = self._thread = self._socket = None
-
-    def __enter__(self) -> FakeGoogle:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # --- state helpers (called with the lock held) ---
 

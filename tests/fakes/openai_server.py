@@ -19,21 +19,20 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import socket
 import threading
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
+
+from tests.fakes.serving import ServedFake
 
 __all__ = ["DeltaSent", "FakeOpenAI", "RecordedRequest", "Script"]
 
@@ -278,19 +277,17 @@ async def _wait_for_disconnect(receive: Receive) -> None:
         pass
 
 
-class FakeOpenAI:
+class FakeOpenAI(ServedFake):
+    thread_name = "fake-openai"
+
     def __init__(self, *, api_key: str = "sk-test-fake-openai-key", host: str = "127.0.0.1") -> None:
         self.api_key = api_key
-        self.host = host
+        super().__init__(host=host)
         self.on_delta: Callable[[DeltaSent], None] | None = None
         self._lock = threading.Lock()
         self._scripts: deque[Script] = deque()
         self._requests: list[RecordedRequest] = []
         self._deltas: list[DeltaSent] = []
-        self._port: int | None = None
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._socket: socket.socket | None = None
         self.app = Starlette(
             routes=[Route("/v1/responses", self._responses, methods=["POST"])],
         )
@@ -322,57 +319,6 @@ class FakeOpenAI:
         if self._port is None:
             raise RuntimeError("FakeOpenAI is not started")
         return f"http://{self.host}:{self._port}/v1"
-
-    # --- lifecycle ---
-
-    def start(self) -> FakeOpenAI:
-        if self._thread is not None:
-            return self
-        # proto=IPPROTO_TCP so asyncio sets TCP_NODELAY on accepted connections (it checks the proto);
-        # with proto 0, Nagle plus delayed ACKs hold small SSE frames back by ~40 ms.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, 0))
-        sock.listen(128)
-        self._socket = sock
-        self._port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            lifespan="off",
-            log_level="warning",
-            access_log=False,
-            loop="asyncio",
-            timeout_graceful_shutdown=1,
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, name="fake-openai", daemon=True
-        )
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("FakeOpenAI did not start")
-            time.sleep(0.01)
-        self._server, self._thread = server, thread
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        if self._socket is not None:
-            self._socket.close()
-        self._server = self._thread = self._socket = None
-
-    def __enter__(self) -> FakeOpenAI:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # --- the endpoint ---
 

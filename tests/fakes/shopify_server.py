@@ -33,20 +33,19 @@ import json
 import random
 import re
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlencode
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
+
+from tests.fakes.serving import ServedFake
 
 __all__ = [
     "Failure",
@@ -249,7 +248,9 @@ def _key(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-class FakeShopify:
+class FakeShopify(ServedFake):
+    thread_name = "fake-shopify"
+
     def __init__(
         self,
         *,
@@ -259,16 +260,12 @@ class FakeShopify:
     ) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
-        self.host = host
+        super().__init__(host=host)
         self._lock = threading.Lock()
         self._shops: dict[str, FakeShop] = {}
         self._codes: dict[str, str] = {}  # code -> shop
         self._failures: list[Failure] = []
         self._requests: list[RecordedRequest] = []
-        self._port: int | None = None
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._socket: socket.socket | None = None
         prefix = "/shops/{shop}"
         api = prefix + "/admin/api/{version}"
         self.app = Starlette(
@@ -331,55 +328,6 @@ class FakeShopify:
     def sign_query(self, params: dict[str, str]) -> str:
         message = "&".join(f"{k}={v}" for k, v in sorted(params.items()))
         return hmac.new(self.client_secret.encode(), message.encode(), hashlib.sha256).hexdigest()
-
-    # --- lifecycle ---
-
-    def start(self) -> FakeShopify:
-        if self._thread is not None:
-            return self
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, 0))
-        sock.listen(128)
-        self._socket = sock
-        self._port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            lifespan="off",
-            log_level="warning",
-            access_log=False,
-            loop="asyncio",
-            timeout_graceful_shutdown=1,
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, name="fake-shopify", daemon=True
-        )
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("FakeShopify did not start")
-            time.sleep(0.01)
-        self._server, self._thread = server, thread
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        if self._socket is not None:
-            self._socket.close()
-        self._server = self._thread = self._socket = None
-
-    def __enter__(self) -> FakeShopify:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # --- plumbing ---
 

@@ -37,7 +37,6 @@ import json
 import random
 import re
 import secrets
-import socket
 import string
 import threading
 import time
@@ -45,15 +44,15 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlencode
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
+
+from tests.fakes.serving import ServedFake
 
 __all__ = ["FakeSquare", "RecordedCall"]
 
@@ -197,7 +196,9 @@ def _id_list(body: dict[str, Any], key: str, maximum: int, *, required: bool = T
     return values
 
 
-class FakeSquare:
+class FakeSquare(ServedFake):
+    thread_name = "fake-square"
+
     def __init__(
         self,
         *,
@@ -216,17 +217,13 @@ class FakeSquare:
         self.client_secret = client_secret
         self.access_token = access_token
         self.merchant_id = merchant_id
-        self.host = host
+        super().__init__(host=host)
         self.catalog_page_size = catalog_page_size
         self.bookings_default_limit = bookings_default_limit
         self.require_version = require_version
         self.latency = latency
         self._seed = seed
         self._lock = threading.RLock()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._socket: socket.socket | None = None
-        self._port: int | None = None
         self.reset()
         bearer = {
             "/v2/bookings": ("GET", self._list_bookings, "APPOINTMENTS_READ"),
@@ -255,52 +252,6 @@ class FakeSquare:
         if self._port is None:
             raise RuntimeError("FakeSquare is not started")
         return f"http://{self.host}:{self._port}"
-
-    def start(self) -> FakeSquare:
-        if self._server is not None:
-            return self
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, 0))
-        sock.listen(128)
-        self._socket, self._port = sock, sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            lifespan="off",
-            log_level="warning",
-            access_log=False,
-            loop="asyncio",
-            timeout_graceful_shutdown=1,
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, name="fake-square", daemon=True
-        )
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("FakeSquare did not start")
-            time.sleep(0.01)
-        self._server, self._thread = server, thread
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        if self._socket is not None:
-            self._socket.close()
-        self._server = self._thread = self._socket = None
-
-    def __enter__(self) -> FakeSquare:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def reset(self) -> None:
         """Forget all data, tokens, codes, failures and recorded calls (the server keeps running)."""

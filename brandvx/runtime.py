@@ -164,6 +164,7 @@ def build_runtime(settings: Settings) -> Runtime:
             feed=ChatReplyFeed(events),
             connect=connect,
             job_events=JobEventFeed(events),
+            analytics=analytics,
         ),
         events=events,
         queue=queue,

@@ -26,4 +26,10 @@ async def send_chat_message(
         async with ctx.transaction() as uow:
             await askvx.fail_reply(uow, reply.id, text="", error="The reply could not be started. Try again.")
         raise
+    # Counts only: never the question's text.
+    ctx.services.analytics.capture(
+        str(tenant_of(actor)),
+        "ask.prompt_submitted",
+        {"characters": len(question.content), "via_api_key": actor.via_api_key},
+    )
     return question, reply

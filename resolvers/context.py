@@ -9,7 +9,7 @@ from typing import Any
 
 from strawberry.dataloader import DataLoader
 
-from domain.ai import ReplyFeed
+from domain.ai import Analytics, ReplyFeed
 from domain.connections import ConnectFlowPort
 from domain.contacts import PiiVault
 from domain.errors import Forbidden
@@ -29,6 +29,7 @@ class AppServices:
     feed: ReplyFeed
     connect: ConnectFlowPort
     job_events: JobEvents
+    analytics: Analytics
 
 
 @dataclass

@@ -65,7 +65,14 @@ def serve(
     from brandvx.dev_secrets import with_dev_secrets
     from brandvx.runtime import resolve_servers
 
-    settings, embedded = resolve_servers(with_dev_secrets(_settings()))
+    settings = with_dev_secrets(_settings())
+    # Unless configured, links we hand out (OAuth callbacks, connect forms) point at this server.
+    local = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"  # noqa: S104 - comparing, not binding
+    defaults = {
+        "public_url": local if "public_url" not in settings.model_fields_set else settings.public_url,
+        "app_url": f"{local}/graphql" if "app_url" not in settings.model_fields_set else settings.app_url,
+    }
+    settings, embedded = resolve_servers(settings.model_copy(update=defaults))
     if migrate:
         asyncio.run(_migrate(settings))
     inline = (
@@ -87,6 +94,8 @@ def serve(
                 "BRANDVX_ENCRYPTION_KEYS": settings.encryption_keys,
                 "BRANDVX_BLIND_INDEX_KEY": settings.blind_index_key,
                 "BRANDVX_INLINE_WORKER": "1" if inline else "0",
+                "BRANDVX_PUBLIC_URL": settings.public_url,
+                "BRANDVX_APP_URL": settings.app_url,
             }.items():
                 if value:
                     os.environ[name] = value

@@ -5,7 +5,7 @@ Run by hand (not a test):
     python bench/sync_throughput.py [--appointments 10000] [--small-appointments 2000]
                                     [--items 5000] [--small-items 1000] [--customers 500]
                                     [--kinds calendar,square,shopify] [--wait-quiet S]
-                                    [--profile DIR]
+                                    [--profile DIR] [--statements]
 
 FakeSquare and FakeShopify (tests/fakes/) run in threads of this process on 127.0.0.1;
 `python -m brandvx worker` runs as a separate process, as in production, so its memory is its own.
@@ -22,10 +22,13 @@ resolvers/calendar_sync.py does (a jobs row, then ARQ). Reported per run:
 * CPU seconds spent during the job by the worker, by this process (the fakes), by PostgreSQL and
   by everything else on the machine ("other": on a shared machine, someone else's load).
 
-A second sync of the large calendar (every booking already stored) must create nothing. Memory is
+A second sync of the large calendar (every booking already stored) must create nothing; it runs
+twice, right after the import (PostgreSQL's statistics still describe the tables before it) and
+after an ANALYZE of the sync tables (as autovacuum would do within a minute or so). Memory is
 "flat" when the large run's growth over its baseline exceeds the small run's by less than
 FLAT_MB. --profile DIR attaches `py-spy record` to the worker during the large runs (figures of a
-profiled run are perturbed) and prints where its CPU went. Bounded: record counts are capped and
+profiled run are perturbed) and prints where its CPU went. --statements runs the large calendar
+sync in this process instead (no worker) and times each SQL statement. Bounded: record counts are capped and
 every job has a deadline.
 """
 
@@ -54,18 +57,21 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import func, select  # noqa: E402
+from sqlalchemy import event, func, select, text  # noqa: E402
+from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
 
 from brandvx.embedded import EmbeddedServers  # noqa: E402
-from brandvx.runtime import Runtime, build_runtime  # noqa: E402
+from brandvx.runtime import Runtime, build_runtime, worker_runtime  # noqa: E402
 from brandvx.settings import Settings  # noqa: E402
 from domain import connections, tenancy  # noqa: E402
 from domain import jobs as djobs  # noqa: E402
 from domain.crypto import Keyring  # noqa: E402
 from domain.model import Actor, Provider  # noqa: E402
 from domain.sync import TokenSet  # noqa: E402
+from jobs.syncs import sync_calendar  # noqa: E402
 from persistence import tables as t  # noqa: E402
 from persistence.migrate import upgrade  # noqa: E402
+from persistence.urls import to_asyncpg  # noqa: E402
 from tests.fakes.shopify_server import FakeShopify, generate_shop  # noqa: E402
 from tests.fakes.square_server import FakeSquare  # noqa: E402
 
@@ -397,6 +403,64 @@ class Bench:
         )
         self.rt = build_runtime(settings)
 
+    async def analyze(self) -> None:
+        """ANALYZE the sync tables as the database owner (the runtime role may not), as autovacuum would."""
+        engine = create_async_engine(to_asyncpg(self.env["DATABASE_URL"]))
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    text("ANALYZE appointments, appointment_sources, contacts, inventory_items")
+                )
+        finally:
+            await engine.dispose()
+
+    async def statements(self, n: int) -> None:
+        """In this process (no worker): time every SQL statement of a calendar sync by its text."""
+        timings: dict[str, list[float]] = {}
+        runtime = await worker_runtime(Settings(**self.env))  # type: ignore[arg-type]
+        engine = runtime.db.engine.sync_engine
+
+        def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            conn.info.setdefault("bench_started", []).append(time.perf_counter())
+
+        def after(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+            took = time.perf_counter() - conn.info["bench_started"].pop()
+            text_ = re.sub(r"\$\d+(::\w+)?", "?", " ".join(statement.split()))
+            text_ = ("executemany " if many else "") + re.sub(
+                r"\(\?(, \?)*\)(, \(\?(, \?)*\))*", "(?...)", text_
+            )
+            timings.setdefault(text_[:100], []).append(took)
+
+        event.listen(engine, "before_cursor_execute", before)
+        event.listen(engine, "after_cursor_execute", after)
+        try:
+            self.square.reset()
+            self.square.seed_bookings(n, self.seed_start, days=SEED_DAYS, customers=self.args.customers)
+            tenant = await self.tenant(f"Statements {n}", Provider.SQUARE)
+            ctx: Any = {"runtime": runtime, "job_try": 1}
+            for label in ("first import", "again", "again, after ANALYZE"):
+                if label == "again, after ANALYZE":
+                    await self.analyze()
+                assert self.rt is not None
+                async with self.rt.db.transaction(tenant_id=tenant) as uow:
+                    job = await djobs.create_job(uow, tenant, kind="calendar_sync")
+                timings.clear()
+                started, cpu = time.perf_counter(), time.process_time()
+                await sync_calendar(ctx, str(tenant), str(job.id), [Provider.SQUARE.value])
+                wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+                sql, count = sum(sum(v) for v in timings.values()), sum(map(len, timings.values()))
+                print(
+                    f"\n{label}: {n / wall:,.0f} appointments/s in process, wall {wall:.2f} s, "
+                    f"CPU {cpu:.2f} s (this process: sync and fakes), {count} statements {sql:.2f} s"
+                )
+                for statement, took in sorted(timings.items(), key=lambda kv: -sum(kv[1]))[:8]:
+                    total, times = sum(took), len(took)
+                    print(f"  {total:5.2f} s {times:4d} x {1000 * total / times:6.2f} ms  {statement}")
+        finally:
+            event.remove(engine, "before_cursor_execute", before)
+            event.remove(engine, "after_cursor_execute", after)
+            await runtime.close()
+
     async def close(self) -> None:
         if self.rt is not None:
             await self.rt.aclose()
@@ -563,21 +627,21 @@ class Bench:
                 f"calendar Square {n:,}", n, worker, tenant, "calendar", Provider.SQUARE, profile
             )
             if rerun:
-                again = await self.measure(
-                    f"calendar Square {n:,} again", n, worker, tenant, "calendar", Provider.SQUARE, profile
-                )
-                problems = [
-                    f"{key} {again.stats.get(key)}"
-                    for key in ("created", "matched", "contactsCreated")
-                    if again.stats.get(key)
-                ]
-                problems += [
-                    f"{key} {first.counts[key]} -> {again.counts[key]}"
-                    for key in ("appointments", "sources", "contacts")
-                    if first.counts[key] != again.counts[key]
-                ]
-                verdict = "OK, created nothing" if not problems else "FAILED: " + ", ".join(problems)
-                print(f"    second sync of the same {n:,}: {verdict}", flush=True)
+                # Right after the import PostgreSQL's statistics still describe the tables before it
+                # (autovacuum analyzes them within a minute or so); then again once they are current.
+                for label in ("again", "again, after ANALYZE"):
+                    if label != "again":
+                        await self.analyze()
+                    again = await self.measure(
+                        f"calendar Square {n:,} {label}",
+                        n,
+                        worker,
+                        tenant,
+                        "calendar",
+                        Provider.SQUARE,
+                        profile,
+                    )
+                    print(f"    {label}: {rerun_verdict(first, again)}", flush=True)
         finally:
             await asyncio.to_thread(worker.stop)
 
@@ -611,12 +675,26 @@ class Bench:
             self.shopify.reset()
 
 
+def rerun_verdict(first: Measured, again: Measured) -> str:
+    problems = [
+        f"{key} {again.stats.get(key)}"
+        for key in ("created", "matched", "contactsCreated")
+        if again.stats.get(key)
+    ]
+    problems += [
+        f"{key} {first.counts[key]} -> {again.counts[key]}"
+        for key in ("appointments", "sources", "contacts")
+        if first.counts[key] != again.counts[key]
+    ]
+    return "OK, created nothing" if not problems else "FAILED: " + ", ".join(problems)
+
+
 def line(m: Measured) -> str:
     s = m.stats
     hwm = f"{m.hwm / MB:6.1f}" if m.hwm is not None else "     -"
     cpu = "  ".join(f"{k} {v:5.2f}" for k, v in m.cpu.items())
     return (
-        f"{m.label:34s} {m.fetched:6d} {s.get('created', 0):6d} {s.get('updated', 0):6d} "
+        f"{m.label:43s} {m.fetched:6d} {s.get('created', 0):6d} {s.get('updated', 0):6d} "
         f"{s.get('skipped', 0):5d} {s.get('contactsCreated', 0):5d} {s.get('pages', 0):4d} "
         f"{m.job_seconds:6.2f} {m.rate:7.0f} {m.e2e_seconds:6.2f} {m.fetched / m.e2e_seconds:7.0f} "
         f"{m.rss_before / MB:6.1f} {m.rss_peak / MB:6.1f} {m.growth / MB:+6.1f} {hwm}  {cpu}"
@@ -624,7 +702,7 @@ def line(m: Measured) -> str:
 
 
 HEADER = (
-    f"{'run':34s} {'fetch':>6s} {'create':>6s} {'update':>6s} {'skip':>5s} {'cont.':>5s} {'pages':>4s} "
+    f"{'run':43s} {'fetch':>6s} {'create':>6s} {'update':>6s} {'skip':>5s} {'cont.':>5s} {'pages':>4s} "
     f"{'job s':>6s} {'rec/s':>7s} {'e2e s':>6s} {'rec/s':>7s} "
     f"{'RSS0':>6s} {'peak':>6s} {'grow':>6s} {'HWM':>6s}  CPU s during the job"
 )
@@ -653,6 +731,12 @@ async def run(args: argparse.Namespace) -> int:
         f"RSS via {'psutil' if psutil is not None else '/proc'}, worker logs in {tmp}"
     )
     await bench.setup()
+    if args.statements:
+        try:
+            await bench.statements(args.appointments)
+        finally:
+            await bench.close()
+        return 0
     try:
         print(HEADER, flush=True)
         by_label: dict[str, Measured] = {}
@@ -687,9 +771,10 @@ async def run(args: argparse.Namespace) -> int:
             f"({calendar.fetched / calendar.e2e_seconds:,.0f}/s end to end) -> {verdict} the target of "
             f"{TARGET_PER_SECOND:,.0f}/s{busy}"
         )
-    again = by_label.get(f"calendar Square {args.appointments:,} again")
-    if again is not None:
-        print(f"calendar, second sync (updates only): {again.rate:,.0f} appointments/s")
+    for label in ("again", "again, after ANALYZE"):
+        again = by_label.get(f"calendar Square {args.appointments:,} {label}")
+        if again is not None:
+            print(f"calendar, {label} (updates only): {again.rate:,.0f} appointments/s")
     for what, small, large in (
         (
             "calendar memory",
@@ -731,6 +816,11 @@ def main() -> None:
         type=float,
         default=0,
         help="before each measured job, wait up to N s for an idle machine",
+    )
+    parser.add_argument(
+        "--statements",
+        action="store_true",
+        help="instead: run the large calendar sync in this process and time its SQL statements",
     )
     parser.add_argument("--profile", metavar="DIR", help="py-spy the large runs (perturbs their figures)")
     args = parser.parse_args()

@@ -27,6 +27,7 @@ from domain.model import (
 )
 from domain.pagination import Cursor, Page, PageRequest
 from persistence import tables as t
+from persistence.paging import keyset_page
 
 # The tenant of the current transaction (RLS's WITH CHECK holds inserts to it in any case).
 SCOPED_TENANT: ColumnClause[Any] = literal_column("NULLIF(current_setting('app.tenant_id', true), '')::uuid")
@@ -93,18 +94,15 @@ class ChatRepo:
 
     async def sessions(self, page: PageRequest) -> Page[ChatSession]:
         c = t.askvx_sessions.c
-        query = select(t.askvx_sessions)
-        if page.after is not None:
-            query = query.where(tuple_(c.created_at, c.id) < tuple_(page.after.sort_key, page.after.id))
-        rows = (
-            await self._conn.execute(query.order_by(c.created_at.desc(), c.id.desc()).limit(page.first + 1))
-        ).all()
-        items = [_session(r) for r in rows[: page.first]]
-        return Page(
-            items=items,
-            cursors=[Cursor(s.created_at, s.id) for s in items],
-            has_next=len(rows) > page.first,
-            has_previous=page.after is not None,
+        return await keyset_page(
+            self._conn,
+            select(t.askvx_sessions),
+            page,
+            sort=c.created_at,
+            ident=c.id,
+            descending=True,
+            item=_session,
+            cursor_key=lambda r: r.created_at,
         )
 
     async def add_message(
@@ -523,18 +521,15 @@ class JobRepo:
 
     async def page(self, page: PageRequest) -> Page[Job]:
         j = t.jobs.c
-        query = select(t.jobs)
-        if page.after is not None:
-            query = query.where(tuple_(j.created_at, j.id) < tuple_(page.after.sort_key, page.after.id))
-        rows = (
-            await self._conn.execute(query.order_by(j.created_at.desc(), j.id.desc()).limit(page.first + 1))
-        ).all()
-        items = [_job(r) for r in rows[: page.first]]
-        return Page(
-            items=items,
-            cursors=[Cursor(i.created_at, i.id) for i in items],
-            has_next=len(rows) > page.first,
-            has_previous=page.after is not None,
+        return await keyset_page(
+            self._conn,
+            select(t.jobs),
+            page,
+            sort=j.created_at,
+            ident=j.id,
+            descending=True,
+            item=_job,
+            cursor_key=lambda r: r.created_at,
         )
 
 

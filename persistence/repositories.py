@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row, func, insert, or_, select, tuple_, update
+from sqlalchemy import Row, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -26,8 +26,9 @@ from domain.model import (
     Tenant,
     TenantSettings,
 )
-from domain.pagination import Cursor, Page, PageRequest
+from domain.pagination import Page, PageRequest
 from persistence import tables as t
+from persistence.paging import keyset_page
 
 
 def _tenant(row: Row[Any]) -> Tenant:
@@ -375,16 +376,15 @@ class ContactRepo:
         if name_prefix is not None:
             escaped = name_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             query = query.where(c.name_search.like(escaped + "%", escape="\\"))
-        if page.after is not None:
-            query = query.where(tuple_(c.created_at, c.id) < tuple_(page.after.sort_key, page.after.id))
-        query = query.order_by(c.created_at.desc(), c.id.desc()).limit(page.first + 1)
-        rows = (await self._conn.execute(query)).all()
-        items = [_contact(r) for r in rows[: page.first]]
-        return Page(
-            items=items,
-            cursors=[Cursor(i.created_at, i.id) for i in items],
-            has_next=len(rows) > page.first,
-            has_previous=page.after is not None,
+        return await keyset_page(
+            self._conn,
+            query,
+            page,
+            sort=c.created_at,
+            ident=c.id,
+            descending=True,
+            item=_contact,
+            cursor_key=lambda r: r.created_at,
         )
 
     async def by_ids(self, ids: Sequence[uuid.UUID]) -> Sequence[Contact]:

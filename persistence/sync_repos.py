@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, bindparam, case, delete, exists, func, insert, select, tuple_, update
+from sqlalchemy import Boolean, bindparam, case, delete, exists, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -22,11 +22,12 @@ from domain.model import (
     NewContact,
     Provider,
 )
-from domain.pagination import Cursor, Page, PageRequest
+from domain.pagination import Page, PageRequest
 from domain.sync import ExternalInventoryItem
 from domain.syncs import MATCH_TOLERANCE, PagePlan, StoredAppointment
 from persistence import tables as t
 from persistence.askvx_repos import SCOPED_TENANT
+from persistence.paging import keyset_page
 
 
 def _connection(row: Any) -> Connection:
@@ -388,16 +389,15 @@ class SyncRepo:
 
     async def appointments_page(self, start: datetime, end: datetime, page: PageRequest) -> Page[Appointment]:
         a = t.appointments.c
-        query = select(t.appointments).where(a.starts_at < end, a.ends_at > start)
-        if page.after is not None:
-            query = query.where(tuple_(a.starts_at, a.id) > tuple_(page.after.sort_key, page.after.id))
-        rows = (await self._conn.execute(query.order_by(a.starts_at, a.id).limit(page.first + 1))).all()
-        items = [_appointment(r) for r in rows[: page.first]]
-        return Page(
-            items=items,
-            cursors=[Cursor(i.starts_at, i.id) for i in items],
-            has_next=len(rows) > page.first,
-            has_previous=page.after is not None,
+        return await keyset_page(
+            self._conn,
+            select(t.appointments).where(a.starts_at < end, a.ends_at > start),
+            page,
+            sort=a.starts_at,
+            ident=a.id,
+            descending=False,
+            item=_appointment,
+            cursor_key=lambda r: r.starts_at,
         )
 
     async def appointment(self, appointment_id: uuid.UUID) -> Appointment | None:
@@ -483,15 +483,15 @@ class SyncRepo:
         query = select(t.inventory_items)
         if low_stock_only:
             query = query.where(i.quantity <= i.low_stock_threshold)
-        if page.after is not None:
-            query = query.where(tuple_(i.name, i.id) > tuple_(str(page.after.sort_key), page.after.id))
-        rows = (await self._conn.execute(query.order_by(i.name, i.id).limit(page.first + 1))).all()
-        items = [_inventory_item(r) for r in rows[: page.first]]
-        return Page(
-            items=items,
-            cursors=[Cursor(r.name, r.id) for r in rows[: page.first]],
-            has_next=len(rows) > page.first,
-            has_previous=page.after is not None,
+        return await keyset_page(
+            self._conn,
+            query,
+            page,
+            sort=i.name,
+            ident=i.id,
+            descending=False,
+            item=_inventory_item,
+            cursor_key=lambda r: r.name,
         )
 
     async def inventory_summary(self) -> InventorySummary:

@@ -335,3 +335,34 @@ async def test_domain_errors_are_not_masked(runtime: Runtime) -> None:
     (error,) = result.errors
     assert error.formatted["message"] == "Not signed in"
     assert error.formatted["extensions"] == {"code": "FORBIDDEN"}
+
+
+async def test_a_cursor_from_another_list_is_bad_input(
+    client: httpx.AsyncClient, tenant: TenantFixture
+) -> None:
+    created = await gql(
+        client,
+        'mutation { createContact(input: {displayName: "Cursor Test"}) { contact { id } } }',
+        token=tenant.owner.token,
+        tenant=tenant.uuid,
+    )
+    assert created["data"]["createContact"]["contact"] is not None
+    listed = await gql(
+        client,
+        "{ contacts(first: 1) { pageInfo { endCursor } } }",
+        token=tenant.owner.token,
+        tenant=tenant.uuid,
+    )
+    contacts_cursor = listed["data"]["contacts"]["pageInfo"]["endCursor"]
+    # Contacts are ordered by time, inventory by name: the cursor cannot mean anything there.
+    body = await gql(
+        client,
+        "query($a: String) { inventoryItems(after: $a) { edges { cursor } } }",
+        {"a": contacts_cursor},
+        token=tenant.owner.token,
+        tenant=tenant.uuid,
+    )
+    assert body["data"] is None
+    (error,) = body["errors"]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert error["message"] == "This cursor belongs to another list"

@@ -8,7 +8,21 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, bindparam, case, delete, exists, func, insert, select, update
+from sqlalchemy import (
+    Boolean,
+    LargeBinary,
+    Text,
+    any_,
+    bindparam,
+    case,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -212,6 +226,11 @@ def _inventory_item(r: Any) -> InventoryItem:
     )
 
 
+def _in(column: Any, values: Sequence[Any], item_type: Any) -> Any:
+    """``column = ANY(:array)``: one statement shape (and plan) for any number of values."""
+    return column == any_(bindparam(None, list(values), type_=ARRAY(item_type)))
+
+
 def _stored(row: Any) -> StoredAppointment:
     return StoredAppointment(row.id, row.starts_at, row.ends_at, row.contact_id, row.shared_reference)
 
@@ -232,7 +251,7 @@ class SyncRepo:
         s = t.appointment_sources.c
         rows = await self._conn.execute(
             select(s.external_id, s.appointment_id).where(
-                s.provider == provider.value, s.external_id.in_(external_ids)
+                s.provider == provider.value, _in(s.external_id, external_ids, Text)
             )
         )
         return {r.external_id: r.appointment_id for r in rows}
@@ -248,7 +267,7 @@ class SyncRepo:
             return {}
         a = t.appointments.c
         rows = await self._conn.execute(
-            select(t.appointments).where(a.shared_reference.in_(references), self._unlinked(provider))
+            select(t.appointments).where(_in(a.shared_reference, references, Text), self._unlinked(provider))
         )
         return {r.shared_reference: _stored(r) for r in rows}
 
@@ -260,7 +279,7 @@ class SyncRepo:
         a = t.appointments.c
         rows = await self._conn.execute(
             select(t.appointments).where(
-                a.contact_id.in_(contact_ids),
+                _in(a.contact_id, contact_ids, UUID(as_uuid=True)),
                 a.starts_at.between(start_min - MATCH_TOLERANCE, start_max + MATCH_TOLERANCE),
                 self._unlinked(provider),
             )
@@ -272,7 +291,7 @@ class SyncRepo:
             return {}
         column = t.contacts.c.email_bidx if field == "email" else t.contacts.c.phone_bidx
         rows = await self._conn.execute(
-            select(column.label("bidx"), t.contacts.c.id).where(column.in_(digests))
+            select(column.label("bidx"), t.contacts.c.id).where(_in(column, digests, LargeBinary))
         )
         return {r.bidx: r.id for r in rows}
 
@@ -306,25 +325,24 @@ class SyncRepo:
         return len(result.all())
 
     async def apply(self, provider: Provider, plan: PagePlan) -> None:
+        """Fixed-shape statements with a list of rows (executemany): compiled once, not per page."""
         if plan.creates:
             await self._conn.execute(
                 insert(t.appointments).values(
-                    [
-                        {
-                            "id": w.appointment_id,
-                            "tenant_id": SCOPED_TENANT,
-                            "title": w.record.title[:500],
-                            "starts_at": w.record.starts_at,
-                            "ends_at": w.record.ends_at,
-                            "status": w.record.status,
-                            "contact_id": w.contact_id,
-                            "shared_reference": w.record.shared_reference,
-                            "created_at": func.now(),
-                            "updated_at": func.now(),
-                        }
-                        for w in plan.creates
-                    ]
-                )
+                    tenant_id=SCOPED_TENANT, created_at=func.now(), updated_at=func.now()
+                ),
+                [
+                    {
+                        "id": w.appointment_id,
+                        "title": w.record.title[:500],
+                        "starts_at": w.record.starts_at,
+                        "ends_at": w.record.ends_at,
+                        "status": w.record.status,
+                        "contact_id": w.contact_id,
+                        "shared_reference": w.record.shared_reference,
+                    }
+                    for w in plan.creates
+                ],
             )
         if plan.updates:
             a = t.appointments.c
@@ -360,21 +378,13 @@ class SyncRepo:
         linked = [*plan.creates, *plan.matched]
         if linked:
             stmt = pg_insert(t.appointment_sources).values(
-                [
-                    {
-                        "tenant_id": SCOPED_TENANT,
-                        "provider": provider.value,
-                        "external_id": w.record.external_id,
-                        "appointment_id": w.appointment_id,
-                        "seen_at": func.now(),
-                    }
-                    for w in linked
-                ]
+                tenant_id=SCOPED_TENANT, provider=provider.value, seen_at=func.now()
             )
             await self._conn.execute(
                 stmt.on_conflict_do_update(
                     index_elements=["tenant_id", "provider", "external_id"], set_={"seen_at": func.now()}
-                )
+                ),
+                [{"external_id": w.record.external_id, "appointment_id": w.appointment_id} for w in linked],
             )
         if plan.updates:
             s = t.appointment_sources.c
@@ -382,7 +392,7 @@ class SyncRepo:
                 update(t.appointment_sources)
                 .where(
                     s.provider == provider.value,
-                    s.external_id.in_([w.record.external_id for w in plan.updates]),
+                    _in(s.external_id, [w.record.external_id for w in plan.updates], Text),
                 )
                 .values(seen_at=func.now())
             )
@@ -435,26 +445,8 @@ class SyncRepo:
     ) -> None:
         if not items:
             return
-        stmt = pg_insert(t.inventory_items).values(
-            [
-                {
-                    "id": uuid.uuid4(),
-                    "tenant_id": SCOPED_TENANT,
-                    "provider": i.provider.value,
-                    "external_id": i.external_id,
-                    "sku": i.sku,
-                    "name": i.name[:500],
-                    "quantity": i.quantity,
-                    "low_stock_threshold": i.low_stock_threshold
-                    if i.low_stock_threshold is not None
-                    else default_threshold,
-                    "price_cents": i.price_cents,
-                    "currency": i.currency,
-                    "synced_at": func.now(),
-                }
-                for i in items
-            ]
-        )
+        # One statement shape for every page (executemany): compiled and prepared once.
+        stmt = pg_insert(t.inventory_items).values(tenant_id=SCOPED_TENANT, synced_at=func.now())
         excluded = stmt.excluded
         await self._conn.execute(
             stmt.on_conflict_do_update(
@@ -468,7 +460,23 @@ class SyncRepo:
                     "currency": excluded.currency,
                     "synced_at": excluded.synced_at,
                 },
-            )
+            ),
+            [
+                {
+                    "id": uuid.uuid4(),
+                    "provider": i.provider.value,
+                    "external_id": i.external_id,
+                    "sku": i.sku,
+                    "name": i.name[:500],
+                    "quantity": i.quantity,
+                    "low_stock_threshold": default_threshold
+                    if i.low_stock_threshold is None
+                    else i.low_stock_threshold,
+                    "price_cents": i.price_cents,
+                    "currency": i.currency,
+                }
+                for i in items
+            ],
         )
 
     async def remove_unseen_inventory(self, provider: Provider, *, synced_before: datetime) -> int:

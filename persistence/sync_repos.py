@@ -251,7 +251,11 @@ class SyncRepo:
         s = t.appointment_sources.c
         rows = await self._conn.execute(
             select(s.external_id, s.appointment_id).where(
-                s.provider == provider.value, _in(s.external_id, external_ids, Text)
+                # The whole primary key (RLS would add the tenant anyway): an index lookup even when the
+                # planner's statistics still think the table is empty, right after a first import.
+                s.tenant_id == SCOPED_TENANT,
+                s.provider == provider.value,
+                _in(s.external_id, external_ids, Text),
             )
         )
         return {r.external_id: r.appointment_id for r in rows}
@@ -391,6 +395,7 @@ class SyncRepo:
             await self._conn.execute(
                 update(t.appointment_sources)
                 .where(
+                    s.tenant_id == SCOPED_TENANT,
                     s.provider == provider.value,
                     _in(s.external_id, [w.record.external_id for w in plan.updates], Text),
                 )

@@ -129,9 +129,12 @@ class SquareCalendar:
     ) -> AsyncIterator[FetchedPage[ExternalAppointment]]:
         if start.tzinfo is None or end.tzinfo is None:
             raise ValueError("start and end must be timezone-aware")
-        yielded: set[str] = set()
+        # Windows split by start time, so a booking can only come twice when it starts exactly on a
+        # shared bound: remembering those (not every id) keeps memory flat in the number of bookings.
+        edge: set[str] = set()
         for window_start, window_end in windows(start - self._lookback, end):
             shown = (max(window_start, start), window_end)
+            yielded, edge = edge, set()
             cursor: str | None = None
             cursors: set[str] = set()
             while True:
@@ -162,6 +165,8 @@ class SquareCalendar:
                     if starts_at < end and (ends_at > start or starts_at >= start):
                         fresh.append(booking)
                         yielded.add(booking_id)
+                        if starts_at >= window_end:
+                            edge.add(booking_id)
                 await self._resolve(fresh)
                 items: list[ExternalAppointment] = []
                 for booking in fresh:

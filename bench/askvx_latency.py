@@ -3,7 +3,7 @@
 Run by hand (not a test):
 
     python bench/askvx_latency.py [--chats 50] [--deltas 40] [--delay 0.04] [--rounds 1]
-                                  [--no-tap] [--py-spy DIR]
+                                  [--wait-quiet 300] [--lockstep] [--no-tap] [--dump F.csv] [--py-spy DIR]
 
 One clock for both ends: the fake OpenAI Responses server (tests/fakes/openai_server.py) runs in a
 thread of this process and stamps each delta with time.perf_counter() just before writing its SSE
@@ -14,10 +14,12 @@ Redis in a temporary folder (or on DATABASE_URL/REDIS_URL when both are set).
 
 Each measured round sends one message in each of --chats sessions at once (one WebSocket per chat),
 subscribes to its reply right away, and has the fake stream --deltas deltas per reply, each text
-unique ("q1s017d03 "), so every delta is matched by its text. Unless --no-tap, the benchmark also
-XREADs each reply's Redis stream itself to split the path into fake -> Redis entry (worker) and
-Redis entry -> subscriber (API). Traffic goes to 127.0.0.1 (and Unix sockets) only; counts and
-times are bounded.
+unique ("q1s017d03 "), so every delta is matched by its text. The replies' phases are spread over
+one --delay unless --lockstep. Unless --no-tap, the benchmark also XREADs each reply's Redis stream
+itself to split the path into model server -> Redis entry (worker) and Redis entry -> subscriber
+(API). CPU use of each process comes from /proc; other processes' share is reported, and with
+--wait-quiet a round they disturbed is run again. This process does not collect garbage while it
+stamps. Traffic goes to 127.0.0.1 (and Unix sockets) only; counts and times are bounded.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import gc
 import json
 import math
 import os
@@ -106,11 +109,18 @@ def _proc_stat(pid: int) -> tuple[str, int, int]:
     return head.partition("(")[2], int(fields[1]), int(fields[11]) + int(fields[12])  # comm, ppid, ticks
 
 
-def cpu_snapshot(named: dict[str, int], servers_under: list[str] | None) -> dict[str, float]:
-    """CPU seconds so far: the named pids, PostgreSQL and Redis, and the whole machine.
+@dataclass
+class CpuSnapshot:
+    named: dict[str, float]  # CPU seconds so far: api, worker, bench, postgres, redis-server
+    others: dict[int, tuple[str, float]]  # every other process: comm, CPU seconds
+    machine: float  # busy CPU seconds of the whole machine
+
+
+def cpu_snapshot(named: dict[str, int], servers_under: list[str] | None) -> CpuSnapshot:
+    """The named pids, PostgreSQL and Redis, every other process, and the whole machine.
 
     With embedded servers, only those whose command line names one of ``servers_under`` (and their
-    children) count; otherwise every postgres and redis-server process on the machine does.
+    children) count as ours; otherwise every postgres and redis-server process on the machine does.
     """
     stats: dict[int, tuple[str, int, int]] = {}
     for entry in os.listdir("/proc"):
@@ -130,31 +140,40 @@ def cpu_snapshot(named: dict[str, int], servers_under: list[str] | None) -> dict
             except OSError:
                 continue
         ours |= {pid for pid, (_, ppid, _) in stats.items() if ppid in ours}
-    out: dict[str, float] = defaultdict(float)
+    snapshot = CpuSnapshot(named=defaultdict(float), others={}, machine=0.0)
     pids = {pid: name for name, pid in named.items()}
     for pid, (comm, _, ticks) in stats.items():
         name = pids.get(pid)
         if name is None and comm in ("postgres", "redis-server") and (not servers_under or pid in ours):
             name = comm
         if name is not None:
-            out[name] += ticks / CLK_TCK
+            snapshot.named[name] += ticks / CLK_TCK
+        else:
+            snapshot.others[pid] = (comm, ticks / CLK_TCK)
     with open("/proc/stat") as handle:
         cpu = [int(x) for x in handle.readline().split()[1:]]
-    out["machine"] = (sum(cpu) - cpu[3] - cpu[4]) / CLK_TCK  # all but idle and iowait
-    return out
+    # user nice system idle iowait irq softirq steal (guest time is already in user)
+    snapshot.machine = (sum(cpu[:8]) - cpu[3] - cpu[4]) / CLK_TCK
+    return snapshot
 
 
-def cpu_report(before: dict[str, float], after: dict[str, float], seconds: float) -> str:
-    parts = []
-    names = ("api", "worker", "bench", "postgres", "redis-server", "machine")
-    used = {name: after.get(name, 0.0) - before.get(name, 0.0) for name in names}
-    used["others"] = used["machine"] - sum(v for k, v in used.items() if k != "machine")
-    for name in (*names[:-1], "others", "machine"):
-        parts.append(f"{name} {100 * used[name] / seconds:.0f}%")
-    note = (
-        "" if used["others"] < 0.1 * seconds else "\n  ! other processes used the CPUs too: rerun when quiet"
-    )
-    return ", ".join(parts) + f"  (of {100 * (os.cpu_count() or 1)}%, over {seconds:.2f} s){note}"
+def cpu_report(before: CpuSnapshot, after: CpuSnapshot, seconds: float) -> tuple[str, float]:
+    """A line of CPU shares (100 % = one CPU) and the share other processes used."""
+    names = ("api", "worker", "bench", "postgres", "redis-server")
+    used = {name: after.named.get(name, 0.0) - before.named.get(name, 0.0) for name in names}
+    machine = after.machine - before.machine
+    others = max(0.0, machine - sum(used.values()))
+    busiest = sorted(
+        ((cpu - before.others.get(pid, (comm, 0.0))[1], comm) for pid, (comm, cpu) in after.others.items()),
+        reverse=True,
+    )[:2]
+    who = ", ".join(f"{comm} {100 * cpu / seconds:.0f}%" for cpu, comm in busiest if cpu > 0.05 * seconds)
+    line = ", ".join(f"{name} {100 * used[name] / seconds:.0f}%" for name in names)
+    line += f", others {100 * others / seconds:.0f}%{f' ({who})' if who else ''}"
+    line += f"; machine {100 * machine / seconds:.0f}% of {100 * (os.cpu_count() or 1)}% over {seconds:.2f} s"
+    if others >= 0.1 * seconds:
+        line += "\n  ! other processes used the CPUs too: these figures are not this code's alone"
+    return line, 100 * others / seconds
 
 
 async def wait_quiet(limit: float) -> None:
@@ -163,7 +182,7 @@ async def wait_quiet(limit: float) -> None:
     while quiet < 2 and time.monotonic() < deadline:
         before = cpu_snapshot({}, [])
         await asyncio.sleep(1.0)
-        busy = cpu_snapshot({}, [])["machine"] - before["machine"]
+        busy = cpu_snapshot({}, []).machine - before.machine
         quiet = quiet + 1 if busy < 0.1 * (os.cpu_count() or 1) else 0
     if quiet < 2:
         print(f"  ! the machine stayed busy for {limit:.0f} s; measuring anyway")
@@ -299,6 +318,7 @@ class RoundResult:
     errors: list[str]
     cpu: str
     seconds: float
+    others: float = 0.0  # % of one CPU that other processes used during the round
     loop_lag: list[float] = field(default_factory=list)
     rows: list[tuple[float, float, str, float, float | None]] = field(default_factory=list)
 
@@ -345,15 +365,19 @@ async def run_round(
     budget = 30 + first_delay + deltas * delay * 2
     lag: list[float] = []
     monitor = asyncio.create_task(loop_lag(lag))
+    # No collector pauses in this process while it stamps: they would stall the subscribers and,
+    # through the GIL, the fake model server, and count against the code under test.
+    gc.disable()
     try:
         async with asyncio.timeout(budget):
             runs = await asyncio.gather(
                 *(follow_chat(bench, chat, f"Round {number}, chat {chat.index}: ideas?") for chat in chats)
             )
     finally:
+        gc.enable()
         monitor.cancel()
     seconds = time.perf_counter() - started
-    cpu = cpu_report(before, cpu_snapshot(pids, servers_under), seconds)
+    cpu, others = cpu_report(before, cpu_snapshot(pids, servers_under), seconds)
 
     sent = {d.text: d.at for d in fake.deltas_sent}
     arrived: dict[str, float] = {}
@@ -394,6 +418,7 @@ async def run_round(
         errors=errors,
         cpu=cpu,
         seconds=seconds,
+        others=others,
         loop_lag=lag,
         # sent (perf_counter, CLOCK_MONOTONIC on Linux: comparable across processes), sent (s after
         # the round began), delta, end to end ms, model server -> Redis ms
@@ -433,10 +458,10 @@ def print_round(title: str, r: RoundResult, tap: bool) -> None:
 # ---------------------------------------------------------------- py-spy
 
 
-async def start_py_spy(out_dir: Path, pids: dict[str, int]) -> list[tuple[str, Any, Path]]:
+async def start_py_spy(out_dir: Path, pids: dict[str, int], number: int) -> list[tuple[str, Any, Path]]:
     spies = []
     for name in ("api", "worker"):
-        path = out_dir / f"{name}.txt"
+        path = out_dir / f"{name}-{number}.txt"
         proc = await asyncio.create_subprocess_exec(
             "py-spy",
             "record",
@@ -639,6 +664,8 @@ async def main_async(
                 f"CPUs: os.cpu_count() {os.cpu_count()}, usable {len(os.sched_getaffinity(0))}; "
                 f"Python {sys.version.split()[0]}; Redis tap {'on' if args.tap else 'off'}"
             )
+            gc.collect()
+            gc.freeze()  # what setup left behind is never scanned again (see run_round)
             # Warm-up: every chat once (pools, connections, caches), not measured.
             warm = await run_round(
                 bench,
@@ -656,10 +683,16 @@ async def main_async(
             await asyncio.sleep(1.0)
 
             results: list[RoundResult] = []
-            for number in range(1, args.rounds + 1):
+            # With --wait-quiet, a round during which other processes took over 10 % of a CPU is
+            # discarded and run again, up to three attempts a round in all.
+            attempts = args.rounds * 3 if args.wait_quiet else args.rounds
+            discarded: list[RoundResult] = []
+            number = 0
+            while len(results) < args.rounds and number < attempts:
+                number += 1
                 if args.wait_quiet:
                     await wait_quiet(args.wait_quiet)
-                spies = await start_py_spy(args.py_spy, pids) if args.py_spy and number == args.rounds else []
+                spies = await start_py_spy(args.py_spy, pids, number) if args.py_spy else []
                 result = await run_round(
                     bench,
                     chats,
@@ -671,7 +704,12 @@ async def main_async(
                     pids=pids,
                     servers_under=servers_under,
                 )
-                print_round(f"round {number}", result, args.tap)
+                keep = not args.wait_quiet or result.others < 10
+                print_round(
+                    f"round {number}{'' if keep else ' (discarded: the machine was busy)'}", result, args.tap
+                )
+                if spies:
+                    await stop_py_spy(spies)
                 if args.dump:
                     path = args.dump.with_name(f"{args.dump.stem}-{number}{args.dump.suffix}")
                     path.write_text(
@@ -681,10 +719,12 @@ async def main_async(
                             for a, b, c, d, e in result.rows
                         )
                     )
-                if spies:
-                    await stop_py_spy(spies)
-                results.append(result)
+                (results if keep else discarded).append(result)
+                gc.collect()
                 await asyncio.sleep(1.0)
+            if not results:
+                print("\n  ! every round was disturbed by other processes; the figures below include them")
+                results = discarded
 
             every = [x for r in results for x in r.end_to_end]
             if len(results) > 1:
@@ -755,10 +795,14 @@ def main() -> None:
         "--lockstep", action="store_true", help="all replies send delta k together (bursts of --chats)"
     )
     parser.add_argument("--no-tap", dest="tap", action="store_false", help="do not XREAD the streams")
-    parser.add_argument("--py-spy", type=Path, help="profile API and worker during the last round")
+    parser.add_argument("--py-spy", type=Path, help="profile API and worker, every round")
     parser.add_argument("--dump", type=Path, help="write each delta's timings to DUMP-<round>.csv")
     parser.add_argument(
-        "--wait-quiet", type=float, default=0, help="before each round, wait up to N s for an idle machine"
+        "--wait-quiet",
+        type=float,
+        default=0,
+        help="shared machine: before each round wait up to N s for an idle machine, and run a round "
+        "again (three attempts a round at most) when other processes took over 10%% of a CPU",
     )
     args = parser.parse_args()
     # Bounded work: at most 200 chats (one WebSocket each), 200 deltas a reply, 5 rounds.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None, *, inline_worker: bool | None =
                 reply_timeout_seconds=int(resolved.ai_timeout_seconds) + 10,
             )
             runtime.background.append(asyncio.create_task(worker.async_run(), name="arq-worker"))
+        gc.freeze()  # startup objects stay out of full collections (shorter pauses while streaming)
         try:
             yield
         finally:

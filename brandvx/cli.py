@@ -173,6 +173,12 @@ def run_worker() -> None:
         sync_timeout_seconds=settings.sync_job_timeout_seconds,
         reply_timeout_seconds=int(settings.ai_timeout_seconds) + 10,
     )
+    try:
+        import uvloop  # installed with uvicorn[standard]; the API's loop is uvloop too
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is not available on every platform
+        pass
     worker.run()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -56,6 +57,9 @@ def build_worker(
         ctx["heartbeat_key"] = heartbeat_key(key_prefix)
         ctx["worker_id"] = worker_id
         await heartbeat(ctx)
+        # Long-lived startup objects out of the collector's way: full collections over them paused
+        # streaming for 100+ ms (bench/README.md, askvx_latency).
+        gc.freeze()
         log.info("worker %s listening on %s", worker_id, queue_name)
 
     async def shutdown(ctx: WorkerContext) -> None:

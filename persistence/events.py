@@ -26,6 +26,7 @@ class EventStreams:
     def __init__(self, redis: Redis, prefix: str) -> None:
         self._redis = redis
         self._prefix = prefix
+        self._expiring: set[str] = set()
 
     def chat_key(self, message_id: str) -> str:
         return f"{self._prefix}stream:chat:{message_id}"
@@ -34,11 +35,13 @@ class EventStreams:
         return f"{self._prefix}stream:job:{job_id}"
 
     async def append(self, key: str, fields: Mapping[str, str]) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(key, _encodable(fields), maxlen=MAXLEN, approximate=True)
-            # An abandoned stream (worker died) still goes away.
-            pipe.expire(key, OPEN_TTL_SECONDS)
-            await pipe.execute()
+        await self._redis.xadd(key, _encodable(fields), maxlen=MAXLEN, approximate=True)
+        if key not in self._expiring:
+            # Once per stream and process, not per delta: an abandoned stream (worker died) still goes away.
+            if len(self._expiring) > 10_000:
+                self._expiring.clear()
+            self._expiring.add(key)
+            await self._redis.expire(key, OPEN_TTL_SECONDS)
 
     async def close(self, key: str, fields: Mapping[str, str]) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:

@@ -63,7 +63,7 @@ async def send_message(
         raise InvalidInput("Write a message first", field=["content"])
     if len(text) > MAX_MESSAGE_CHARS:
         raise InvalidInput(f"Messages are at most {MAX_MESSAGE_CHARS} characters", field=["content"])
-    if await uow.chat.session(session_id) is None:
+    if not await uow.chat.touch_session(session_id):
         raise NotFound("Chat session not found", field=["sessionId"])
     usage = await uow.usage.count_message(tenant_id)
     if usage.messages_used > usage.plan.messages_monthly:

@@ -86,6 +86,16 @@ class ChatRepo:
         ).one()
         return _session(row)
 
+    async def touch_session(self, session_id: uuid.UUID) -> bool:
+        """Mark the session active now; False when it does not exist (in this tenant)."""
+        result = await self._conn.execute(
+            update(t.askvx_sessions)
+            .where(t.askvx_sessions.c.id == session_id)
+            .values(updated_at=func.now())
+            .returning(t.askvx_sessions.c.id)
+        )
+        return result.first() is not None
+
     async def session(self, session_id: uuid.UUID) -> ChatSession | None:
         row = (
             await self._conn.execute(select(t.askvx_sessions).where(t.askvx_sessions.c.id == session_id))
@@ -130,9 +140,6 @@ class ChatRepo:
                 .returning(*_MESSAGE_COLUMNS)
             )
         ).one()
-        await self._conn.execute(
-            update(t.askvx_sessions).where(t.askvx_sessions.c.id == session_id).values(updated_at=func.now())
-        )
         return _message(row)
 
     async def message(self, message_id: uuid.UUID) -> ChatMessage | None:

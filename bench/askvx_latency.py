@@ -144,6 +144,8 @@ def cpu_snapshot(named: dict[str, int], servers_under: list[str] | None) -> CpuS
     pids = {pid: name for name, pid in named.items()}
     for pid, (comm, _, ticks) in stats.items():
         name = pids.get(pid)
+        if name is not None:
+            name = name.partition("#")[0]  # worker#2 counts as worker
         if name is None and comm in ("postgres", "redis-server") and (not servers_under or pid in ours):
             name = comm
         if name is not None:
@@ -591,7 +593,8 @@ async def main_async(
         }
     )
     api_log, worker_log = tmp / "api.log", tmp / "worker.log"
-    api = worker = None
+    api = None
+    workers: list[asyncio.subprocess.Process] = []
     redis = Redis.from_url(redis_url)
     chats: list[Chat] = []
     try:
@@ -613,16 +616,22 @@ async def main_async(
                 await asyncio.sleep(0.2)
             else:
                 raise RuntimeError("brandvx serve did not become ready:\n" + tail(api_log))
-            worker = await start_process(["worker"], env, worker_log)
-            for _ in range(300):
-                if worker.returncode is not None:
-                    raise RuntimeError("brandvx worker exited:\n" + tail(worker_log))
-                if await redis.exists(prefix + "worker:heartbeat"):
-                    break
-                await asyncio.sleep(0.2)
-            else:
-                raise RuntimeError("brandvx worker did not start:\n" + tail(worker_log))
-            pids = {"api": api.pid, "worker": worker.pid, "bench": os.getpid()}
+            for number in range(args.workers):
+                log = worker_log.with_name(f"worker-{number + 1}.log")
+                worker = await start_process(["worker"], env, log)
+                workers.append(worker)
+                for _ in range(300):
+                    if worker.returncode is not None:
+                        raise RuntimeError("brandvx worker exited:\n" + tail(log))
+                    # Each worker's first heartbeat runs at its startup; wait for this one's.
+                    beat = await redis.get(prefix + "worker:heartbeat")
+                    if beat is not None and f":{worker.pid} " in beat.decode():
+                        break
+                    await asyncio.sleep(0.2)
+                else:
+                    raise RuntimeError("brandvx worker did not start:\n" + tail(log))
+            pids = {"api": api.pid, "bench": os.getpid()}
+            pids.update({"worker" + ("" if i == 0 else f"#{i + 1}"): w.pid for i, w in enumerate(workers)})
 
             from integrations.auth_jwt import mint_token
 
@@ -756,7 +765,8 @@ async def main_async(
     finally:
         for chat in chats:
             await chat.ws.close()
-        await stop_process(worker)
+        for worker in workers:
+            await stop_process(worker)
         await stop_process(api)
         fake.stop()
         async for key in redis.scan_iter(match=prefix + "*"):
@@ -791,6 +801,7 @@ def main() -> None:
     parser.add_argument("--first-delay", type=float, default=0.5, help="seconds before a reply's first delta")
     parser.add_argument("--warmup-deltas", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1, help="`brandvx worker` processes")
     parser.add_argument(
         "--lockstep", action="store_true", help="all replies send delta k together (bursts of --chats)"
     )

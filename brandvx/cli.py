@@ -7,7 +7,7 @@ import json
 import os
 import uuid
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -82,9 +82,12 @@ def serve(
     )
     if demo:
         _print_demo(settings, host, port)
+    # Subscription events are small JSON frames: compressing each one costs more CPU (and latency) than
+    # the bytes it saves.
+    server_options: dict[str, Any] = {"host": host, "port": port, "ws_per_message_deflate": False}
     try:
         if workers == 1:
-            uvicorn.run(create_app(settings, inline_worker=inline), host=host, port=port, log_level="info")
+            uvicorn.run(create_app(settings, inline_worker=inline), log_level="info", **server_options)
         else:
             # Child processes build their own app from the environment; hand them what we resolved.
             for name, value in {
@@ -99,7 +102,7 @@ def serve(
             }.items():
                 if value:
                     os.environ[name] = value
-            uvicorn.run("brandvx.app:create_app", factory=True, host=host, port=port, workers=workers)
+            uvicorn.run("brandvx.app:create_app", factory=True, workers=workers, **server_options)
     finally:
         if embedded is not None:
             embedded.stop()
@@ -164,6 +167,13 @@ def run_worker() -> None:
         from prometheus_client import start_http_server
 
         start_http_server(settings.worker_metrics_port, addr="127.0.0.1")
+    try:
+        import uvloop  # installed with uvicorn[standard]; the API's loop is uvloop too
+
+        # Before build_worker: ARQ's Worker takes its event loop when it is constructed.
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is not available on every platform
+        pass
     redis_url = settings.redis_url
     worker = build_worker(
         redis_url=redis_url,
@@ -173,12 +183,6 @@ def run_worker() -> None:
         sync_timeout_seconds=settings.sync_job_timeout_seconds,
         reply_timeout_seconds=int(settings.ai_timeout_seconds) + 10,
     )
-    try:
-        import uvloop  # installed with uvicorn[standard]; the API's loop is uvloop too
-
-        uvloop.install()
-    except ImportError:  # pragma: no cover - uvloop is not available on every platform
-        pass
     worker.run()
 
 

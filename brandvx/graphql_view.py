@@ -136,5 +136,7 @@ class GraphQLView(GraphQL[Context, None]):
     async def render_graphql_ide(self, request: Request) -> Response:
         return HTMLResponse(render_explorer_html())
 
-    def encode_json(self, data: object) -> bytes:
-        return orjson.dumps(data, default=_orjson_default)
+    def encode_json(self, data: object) -> str:
+        # Text, not bytes: over WebSockets Strawberry sends bytes as binary frames, and browser
+        # graphql-ws clients only parse text frames.
+        return orjson.dumps(data, default=_orjson_default).decode()

@@ -82,6 +82,7 @@ class Runtime:
         if closer is not None:
             await closer()
         self.analytics.shutdown()
+        await self.events.aclose()
         await self.redis.aclose()
         await self.db.dispose()
         if self.embedded is not None:

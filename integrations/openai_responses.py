@@ -4,6 +4,11 @@ Both implement ``domain.ai.ChatModel``. Every failure leaves as a ``ModelError``
 to show an operator: it never holds the API key, the prompt, or free text the provider sent back
 (provider messages can quote a masked key or the prompt), only status codes and error codes.
 
+Events arrive as the SDK decodes them (``AsyncStream[object]``: it still makes the request, retries,
+times out, decodes Server-Sent Events and raises its own error types), without a pydantic model per
+event: a text delta is read straight from its JSON, which is most of a reply's events and was most of
+the worker's CPU per delta; the few events that end a reply become the SDK's own event models.
+
 How a streamed reply maps to the port:
 
 * ``response.output_text.delta`` -> ``TextDelta`` (empty deltas are skipped);
@@ -27,6 +32,7 @@ from typing import Final
 
 import openai
 from openai import AsyncOpenAI, AsyncStream
+from openai import BaseModel as OpenAIModel
 from openai.types.responses import (
     EasyInputMessageParam,
     Response,
@@ -37,9 +43,8 @@ from openai.types.responses import (
     ResponseInputParam,
     ResponseRefusalDeltaEvent,
     ResponseRefusalDoneEvent,
-    ResponseStreamEvent,
-    ResponseTextDeltaEvent,
 )
+from openai.types.responses.response_create_params import ResponseCreateParamsStreaming
 
 from domain.ai import ModelError, PromptMessage, TextDelta, Usage
 
@@ -55,6 +60,17 @@ CUT_MESSAGE: Final = "The AI provider's reply was cut off."
 _DRAIN_SECONDS: Final = 1.0
 # Error codes are shown only when they look like identifiers, never as free text.
 _SAFE_CODE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+TEXT_DELTA: Final = "response.output_text.delta"
+# The events that end or refuse a reply, as the SDK's models (built without validation, as the SDK
+# does); every other event type (created, in_progress, output_item.*, content_part.*, *.done) is skipped.
+_FINAL_EVENTS: Final[dict[str, type[OpenAIModel]]] = {
+    "response.completed": ResponseCompletedEvent,
+    "response.incomplete": ResponseIncompleteEvent,
+    "response.failed": ResponseFailedEvent,
+    "response.refusal.delta": ResponseRefusalDeltaEvent,
+    "response.refusal.done": ResponseRefusalDoneEvent,
+    "error": ResponseErrorEvent,
+}
 _READABLE_CODES: Final = {
     "server_error": "the provider had an internal error",
     "rate_limit_exceeded": "the provider's rate limit was reached",
@@ -184,17 +200,18 @@ class OpenAIChatModel:
 
     async def _open(
         self, messages: Sequence[PromptMessage], max_output_tokens: int | None
-    ) -> AsyncStream[ResponseStreamEvent]:
+    ) -> AsyncStream[object]:
         items: ResponseInputParam = [EasyInputMessageParam(role=m.role, content=m.content) for m in messages]
+        body: ResponseCreateParamsStreaming = {"model": self._model, "input": items, "stream": True}
+        if max_output_tokens is not None:
+            body["max_output_tokens"] = max_output_tokens
         client = self._client_for_loop()
         # `from None` throughout: the SDK's exception text can quote the provider's body, which for a
         # bad key includes a masked copy of it; chaining would carry it into tracebacks and logs.
         try:
-            return await client.responses.create(
-                model=self._model,
-                input=items,
-                stream=True,
-                max_output_tokens=openai.omit if max_output_tokens is None else max_output_tokens,
+            # What client.responses.create(stream=True) sends, with events left as decoded JSON.
+            return await client.post(
+                "/responses", cast_to=object, body=body, stream=True, stream_cls=AsyncStream[object]
             )
         except openai.APITimeoutError:
             logger.warning("openai request timed out after retries (model %s)", self._model)
@@ -215,9 +232,7 @@ class OpenAIChatModel:
             logger.warning("openai request failed: %s (model %s)", type(error).__name__, self._model)
             raise ModelError("provider", "The AI provider request failed before the reply started.") from None
 
-    async def _next_event(
-        self, events: AsyncStream[ResponseStreamEvent], request_id: str | None
-    ) -> ResponseStreamEvent | None:
+    async def _next_event(self, events: AsyncStream[object], request_id: str | None) -> object | None:
         """The next event, or None at the end of the stream."""
         deadline = asyncio.timeout(self._idle_timeout)
         try:
@@ -244,13 +259,23 @@ class OpenAIChatModel:
             logger.warning("openai stream sent an unreadable frame (request id %s)", request_id)
             raise ModelError("provider", "The AI provider sent a reply that could not be read.") from None
 
-    async def _translate(self, events: AsyncStream[ResponseStreamEvent]) -> AsyncIterator[TextDelta | Usage]:
+    async def _translate(self, events: AsyncStream[object]) -> AsyncIterator[TextDelta | Usage]:
         request_id = events.response.headers.get("x-request-id")
-        while (event := await self._next_event(events, request_id)) is not None:
-            if isinstance(event, ResponseTextDeltaEvent):
-                if event.delta:
-                    yield TextDelta(event.delta)
-            elif isinstance(event, ResponseCompletedEvent):
+        while (data := await self._next_event(events, request_id)) is not None:
+            if not isinstance(data, dict):
+                logger.warning("openai stream sent a non-object event (request id %s)", request_id)
+                raise ModelError("provider", "The AI provider sent a reply that could not be read.")
+            kind = data.get("type")
+            if kind == TEXT_DELTA:
+                delta = data.get("delta")
+                if isinstance(delta, str) and delta:
+                    yield TextDelta(delta)
+                continue
+            model = _FINAL_EVENTS.get(kind) if isinstance(kind, str) else None
+            if model is None:
+                continue
+            event = model.construct(**data)
+            if isinstance(event, ResponseCompletedEvent):
                 yield _usage_of(event.response)
                 await self._drain(events)
                 return
@@ -275,7 +300,7 @@ class OpenAIChatModel:
         logger.warning("openai stream ended without a final event (request id %s)", request_id)
         raise ModelError("cut", CUT_MESSAGE)
 
-    async def _drain(self, events: AsyncStream[ResponseStreamEvent]) -> None:
+    async def _drain(self, events: AsyncStream[object]) -> None:
         try:
             async with asyncio.timeout(_DRAIN_SECONDS):
                 async for _ in events:

@@ -1,0 +1,127 @@
+"""Redis Streams transport on a real Redis: one writer and one reader per process, nothing lost."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from brandvx.settings import Settings
+from persistence.events import Entry, EventStreams
+
+
+@pytest.fixture
+async def redis(settings: Settings) -> AsyncIterator[Redis]:
+    assert settings.redis_url
+    client = Redis.from_url(settings.redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def streams(redis: Redis) -> AsyncIterator[EventStreams]:
+    events = EventStreams(redis, f"test-events-{uuid.uuid4().hex[:8]}:")
+    yield events
+    await events.aclose()
+
+
+async def stored(redis: Redis, key: str) -> list[dict[str, str]]:
+    return [{k.decode(): v.decode() for k, v in fields.items()} for _id, fields in await redis.xrange(key)]
+
+
+async def collect(streams: EventStreams, key: str, *, idle: float = 5.0) -> list[dict[str, str]]:
+    """Every entry until the final one; fails on a silence of ``idle`` seconds."""
+    seen: list[Entry] = []
+    async for entries in streams.follow(key, idle_seconds=idle):
+        assert entries is not None, f"silence after {len(seen)} entries"
+        seen.extend(entries)
+        if seen[-1][1].get("done") == "1":
+            break
+    ids = [entry_id for entry_id, _ in seen]
+    assert len(ids) == len(set(ids)), "an entry was handed out twice"
+    return [fields for _, fields in seen]
+
+
+async def test_concurrent_appends_land_in_order_and_close_waits_for_them(
+    streams: EventStreams, redis: Redis
+) -> None:
+    keys = [streams.chat_key(f"m{i}") for i in range(20)]
+
+    async def reply(key: str) -> None:
+        for n in range(30):
+            await streams.append(key, {"d": f"{n} "})
+            await asyncio.sleep(0)  # interleave with the other replies, as concurrent jobs do
+        await streams.close(key, {})
+
+    await asyncio.gather(*(reply(key) for key in keys))
+    # close() returned, so every entry before it is stored, in order, for every reply.
+    for key in keys:
+        assert await stored(redis, key) == [{"d": f"{n} "} for n in range(30)] + [{"done": "1"}]
+        assert 0 < await redis.ttl(key) <= 3600
+
+
+async def test_open_streams_expire_so_an_abandoned_one_goes_away(streams: EventStreams, redis: Redis) -> None:
+    key = streams.job_key("abandoned")
+    await streams.append(key, {"progress": "0.1"})
+    await streams.flush()
+    assert await stored(redis, key) == [{"progress": "0.1"}]
+    assert 3600 < await redis.ttl(key) <= 6 * 3600
+
+
+async def test_many_followers_share_one_redis_connection(streams: EventStreams, redis: Redis) -> None:
+    before = len(await redis.client_list())
+    keys = [streams.chat_key(f"f{i}") for i in range(30)]
+    followers = [asyncio.create_task(collect(streams, key)) for key in keys]
+    await asyncio.sleep(0.3)  # all registered and blocked in the shared read
+    during = len(await redis.client_list())
+    for n in range(3):
+        for key in keys:
+            await streams.append(key, {"d": str(n)})
+    for key in keys:
+        await streams.close(key, {})
+    results = await asyncio.gather(*followers)
+    assert all(result == [{"d": "0"}, {"d": "1"}, {"d": "2"}, {"done": "1"}] for result in results)
+    # One blocking reader for thirty followers (a connection per follower would add thirty).
+    assert during - before <= 3
+    assert [c["name"] for c in await redis.client_list()].count(streams.reader_name) == 1
+
+
+async def test_a_late_follower_gets_the_replay_then_the_rest(streams: EventStreams) -> None:
+    key = streams.chat_key("late")
+    first = asyncio.create_task(collect(streams, key))
+    for n in range(5):
+        await streams.append(key, {"d": str(n)})
+    await streams.flush()
+    await asyncio.sleep(0.1)  # the first follower has read them: the stream is followed already
+    second = asyncio.create_task(collect(streams, key))
+    for n in range(5, 10):
+        await streams.append(key, {"d": str(n)})
+        await asyncio.sleep(0.01)
+    await streams.close(key, {"error": "none"})
+    expected = [{"d": str(n)} for n in range(10)] + [{"done": "1", "error": "none"}]
+    assert await first == expected
+    assert await second == expected
+
+
+async def test_a_follower_reports_silence(streams: EventStreams) -> None:
+    key = streams.chat_key("quiet")
+    events = streams.follow(key, idle_seconds=0.2)
+    assert await anext(events) is None
+    await streams.append(key, {"d": "x"})
+    assert [fields for _, fields in (await anext(events) or [])] == [{"d": "x"}]
+    await events.aclose()
+
+
+async def test_the_reader_survives_a_dropped_connection(streams: EventStreams, redis: Redis) -> None:
+    key = streams.chat_key("dropped")
+    follower = asyncio.create_task(collect(streams, key, idle=10))
+    await streams.append(key, {"d": "before"})
+    await asyncio.sleep(0.3)
+    [reader] = [c for c in await redis.client_list() if c["name"] == streams.reader_name]
+    assert await redis.client_kill_filter(_id=reader["id"]) == 1
+    await streams.append(key, {"d": "after"})
+    await streams.close(key, {})
+    assert await follower == [{"d": "before"}, {"d": "after"}, {"done": "1"}]

@@ -457,6 +457,47 @@ def print_round(title: str, r: RoundResult, tap: bool) -> None:
     print(f"  CPU: {r.cpu}")
 
 
+# ---------------------------------------------------------------- GC pauses, from /metrics
+
+
+GC_BUCKET = re.compile(r'python_gc_pause_seconds_bucket\{generation="(\d)",le="([^"]+)"\} ([0-9.e+]+)')
+
+
+async def gc_pauses(http: httpx.AsyncClient, urls: dict[str, str]) -> dict[str, Counter[tuple[str, str]]]:
+    """Per process: cumulative counts of GC pauses by (generation, bucket upper bound)."""
+    out: dict[str, Counter[tuple[str, str]]] = {}
+    for name, url in urls.items():
+        try:
+            text = (await http.get(url)).text
+        except httpx.HTTPError:
+            continue
+        out[name] = Counter({(g, le): int(float(n)) for g, le, n in GC_BUCKET.findall(text)})
+    return out
+
+
+def gc_report(before: dict[str, Counter[tuple[str, str]]], after: dict[str, Counter[tuple[str, str]]]) -> str:
+    """'api: 12 collections (gen2 1), 1 >= 10 ms' for the round."""
+    parts = []
+    for name, counts in after.items():
+        start = before.get(name, Counter())
+        total = {g: counts[(g, "+Inf")] - start[(g, "+Inf")] for g in "012"}
+        under_10ms = sum(counts[(g, "0.01")] - start[(g, "0.01")] for g in "012")
+        long = sum(total.values()) - under_10ms
+        bounds = sorted({float(le) for g, le in counts if le != "+Inf"})
+        # The smallest bound that every pause of the round stayed under: the longest pause, roughly.
+        longest = next(
+            (
+                b
+                for b in bounds
+                if sum(counts[(g, repr(b))] - start[(g, repr(b))] for g in "012") == sum(total.values())
+            ),
+            None,
+        )
+        top = f"< {longest * 1000:g} ms" if longest is not None else "> 250 ms"
+        parts.append(f"{name} {sum(total.values())} (gen2 {total['2']}), {long} of 10 ms or more, all {top}")
+    return "; ".join(parts) or "no /metrics"
+
+
 # ---------------------------------------------------------------- py-spy
 
 
@@ -616,9 +657,13 @@ async def main_async(
                 await asyncio.sleep(0.2)
             else:
                 raise RuntimeError("brandvx serve did not become ready:\n" + tail(api_log))
+            metrics_urls = {"api": f"{base}/metrics"}
             for number in range(args.workers):
                 log = worker_log.with_name(f"worker-{number + 1}.log")
-                worker = await start_process(["worker"], env, log)
+                metrics_port = free_port()
+                metrics_urls[f"worker{number + 1}"] = f"http://127.0.0.1:{metrics_port}/metrics"
+                worker_env = {**env, "BRANDVX_WORKER_METRICS_PORT": str(metrics_port)}
+                worker = await start_process(["worker"], worker_env, log)
                 workers.append(worker)
                 for _ in range(300):
                     if worker.returncode is not None:
@@ -702,6 +747,7 @@ async def main_async(
                 if args.wait_quiet:
                     await wait_quiet(args.wait_quiet)
                 spies = await start_py_spy(args.py_spy, pids, number) if args.py_spy else []
+                gc_before = await gc_pauses(http, metrics_urls)
                 result = await run_round(
                     bench,
                     chats,
@@ -717,6 +763,7 @@ async def main_async(
                 print_round(
                     f"round {number}{'' if keep else ' (discarded: the machine was busy)'}", result, args.tap
                 )
+                print(f"  GC pauses: {gc_report(gc_before, await gc_pauses(http, metrics_urls))}")
                 if spies:
                     await stop_py_spy(spies)
                 if args.dump:

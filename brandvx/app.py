@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,7 +18,7 @@ from brandvx.ops import MetricsMiddleware, health, metrics, ready
 from brandvx.provider_routes import provider_routes
 from brandvx.runtime import Runtime, build_runtime, worker_runtime
 from brandvx.settings import Settings
-from brandvx.telemetry import configure_logging, configure_sentry
+from brandvx.telemetry import configure_logging, configure_sentry, freeze_startup_objects
 from jobs.worker import build_worker
 from schema import build_schema
 
@@ -64,7 +63,7 @@ def create_app(settings: Settings | None = None, *, inline_worker: bool | None =
                 reply_timeout_seconds=int(resolved.ai_timeout_seconds) + 10,
             )
             runtime.background.append(asyncio.create_task(worker.async_run(), name="arq-worker"))
-        gc.freeze()  # startup objects stay out of full collections (shorter pauses while streaming)
+        freeze_startup_objects()
         try:
             yield
         finally:

@@ -14,6 +14,7 @@ from brandvx.connect_flow import ConnectFlow, state_key
 from brandvx.dev_secrets import with_dev_secrets
 from brandvx.embedded import EmbeddedServers
 from brandvx.settings import Settings
+from brandvx.telemetry import freeze_startup_objects
 from domain.ai import ChatModel
 from domain.contacts import PiiVault
 from domain.crypto import BlindIndex, Keyring
@@ -202,6 +203,7 @@ def provider_settings(settings: Settings) -> ProviderSettings:
 async def worker_runtime(settings: Settings) -> WorkerRuntime:
     """The clients an ARQ worker's jobs use: a Runtime of its own (own pools), seen through jobs' eyes."""
     runtime = await asyncio.to_thread(build_runtime, settings)
+    freeze_startup_objects()
     return WorkerRuntime(
         db=runtime.db,
         events=runtime.events,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import socket
@@ -23,6 +22,7 @@ HEARTBEAT_TTL_SECONDS = 30
 REPLY_TIMEOUT_SECONDS = 300
 SYNC_TIMEOUT_SECONDS = 1800
 EVERY_5_MIN = set(range(0, 60, 5))
+POLL_DELAY_SECONDS = 0.05
 
 
 def heartbeat_key(key_prefix: str) -> str:
@@ -57,9 +57,6 @@ def build_worker(
         ctx["heartbeat_key"] = heartbeat_key(key_prefix)
         ctx["worker_id"] = worker_id
         await heartbeat(ctx)
-        # Long-lived startup objects out of the collector's way: full collections over them paused
-        # streaming for 100+ ms (bench/README.md, askvx_latency).
-        gc.freeze()
         log.info("worker %s listening on %s", worker_id, queue_name)
 
     async def shutdown(ctx: WorkerContext) -> None:
@@ -102,5 +99,8 @@ def build_worker(
         burst=burst,
         job_timeout=reply_timeout_seconds,
         max_jobs=50,
+        # ARQ looks for new jobs every poll_delay (default 0.5 s): an AskVX reply waited up to that
+        # long before its first token. One ZRANGEBYSCORE every 50 ms costs Redis next to nothing.
+        poll_delay=POLL_DELAY_SECONDS,
         keep_result=3600,
     )

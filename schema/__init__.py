@@ -17,6 +17,7 @@ from strawberry.extensions import (
 )
 from strawberry.extensions.base_extension import SchemaExtension
 from strawberry.schema.config import StrawberryConfig
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types import ExecutionContext
 
 from resolvers.context import Context
@@ -38,6 +39,22 @@ class FreshLoaders(SchemaExtension):
         if isinstance(context, Context):
             context.reset_loaders()
         yield
+
+
+class PerEventExecutionContext(StrawberryGraphQLCoreExecutionContext):
+    """Subscription events without a growing memo and without cyclic garbage.
+
+    graphql-core copies the subscription's executor for every event, sharing its memo of collected
+    subfields, which is keyed by the identity of each event's (new) field list: the memo gained an
+    entry per event for the life of the subscription, and freeing it left ~13 cyclic objects per
+    event for the garbage collector (full collections of 40-100 ms while replies stream). A memo per
+    event keeps what it is for (lists of values within one event) and frees with the event.
+    """
+
+    def build_per_event_executor(self, payload: Any) -> Any:
+        executor = super().build_per_event_executor(payload)
+        executor._relevant_sub_fields = {}
+        return executor
 
 
 class BrandvxSchema(strawberry.Schema):
@@ -87,6 +104,7 @@ def build_schema(
             InventoryItem,
         ],
         extensions=extensions,
+        execution_context_class=PerEventExecutionContext,
         config=StrawberryConfig(disable_field_suggestions=not introspection),
     )
 

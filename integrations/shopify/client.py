@@ -182,9 +182,13 @@ class ShopifyInventory:
 
     async def items(self) -> AsyncIterator[FetchedPage[ExternalInventoryItem]]:
         currency = await self._currency()
-        seen: set[int] = set()
+        # Cursor paging can repeat a record the shop edited mid-walk: a variant already on this page
+        # or the one before is skipped. Only those two pages' ids are kept, so memory does not grow
+        # with the shop; a repeat further away is upserted again (idempotent) and counted twice.
+        previous: set[int] = set()
         first = {"limit": str(PAGE_LIMIT), "fields": "id,title,variants"}
         async for products in self._pages(f"{self._api}/products.json", first, "products"):
+            seen: set[int] = set()
             variants: list[tuple[str, dict[str, Any]]] = []
             for product in products:
                 if not isinstance(product, dict) or not isinstance(product.get("variants"), list):
@@ -194,8 +198,7 @@ class ShopifyInventory:
                     if not isinstance(variant, dict):
                         raise _malformed("a variant")
                     variant_id = _object_id(variant.get("id"), "a variant")
-                    # Cursor paging can repeat a record the shop edited mid-walk; report it once.
-                    if variant_id in seen:
+                    if variant_id in seen or variant_id in previous:
                         continue
                     seen.add(variant_id)
                     variants.append((title if isinstance(title, str) else "", variant))
@@ -205,6 +208,7 @@ class ShopifyInventory:
                 self._item(title, variant, quantities.get(variant["inventory_item_id"], 0), currency)
                 for title, variant in variants
             ]
+            previous = seen
             yield FetchedPage(items=items)
 
     def _item(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypedDict
@@ -41,4 +42,5 @@ class WorkerContext(TypedDict, total=False):
     runtime: WorkerRuntime
     heartbeat_key: str
     worker_id: str
+    waker: asyncio.Task[None]  # wake_on_enqueue, cancelled at shutdown
     job_try: int

@@ -8,6 +8,13 @@ from typing import Any
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 
+WAKE_BACKLOG = 1_000  # wake-ups kept for workers that are busy or down; the queue itself keeps the jobs
+
+
+def wake_key(queue_name: str) -> str:
+    """A list of job ids just enqueued: idle workers BLPOP it and start the job at once."""
+    return f"{queue_name}:wake"
+
 
 class ArqQueue:
     """Implements domain.jobs.JobQueue. The pool is made on first use, inside the running loop."""
@@ -26,7 +33,15 @@ class ArqQueue:
 
     async def enqueue(self, function: str, *args: Any, job_id: str | None = None) -> None:
         pool = await self._get_pool()
-        await pool.enqueue_job(function, *args, _job_id=job_id)
+        job = await pool.enqueue_job(function, *args, _job_id=job_id)
+        if job is None:
+            return  # ARQ already has a job with this id
+        # Workers poll the queue every half second; a wake-up lets an idle one start now (an AskVX
+        # reply's first token waited for that poll). Lost or late wake-ups only cost the poll delay.
+        async with pool.pipeline(transaction=False) as pipe:
+            pipe.lpush(wake_key(self._queue_name), job.job_id)
+            pipe.ltrim(wake_key(self._queue_name), 0, WAKE_BACKLOG - 1)
+            await pipe.execute()
 
     async def aclose(self) -> None:
         if self._pool is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -11,9 +13,12 @@ from collections.abc import Awaitable, Callable
 from arq import cron, func
 from arq.connections import RedisSettings
 from arq.worker import Worker
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from jobs.askvx import askvx_reply, askvx_retention, askvx_sweep, generate_strategy
 from jobs.context import WorkerContext, WorkerRuntime
+from jobs.queue import wake_key
 from jobs.syncs import MAX_TRIES, jobs_sweep, sync_calendar, sync_inventory
 
 log = logging.getLogger("brandvx.worker")
@@ -22,7 +27,9 @@ HEARTBEAT_TTL_SECONDS = 30
 REPLY_TIMEOUT_SECONDS = 300
 SYNC_TIMEOUT_SECONDS = 1800
 EVERY_5_MIN = set(range(0, 60, 5))
-POLL_DELAY_SECONDS = 0.05
+POLL_DELAY_SECONDS = 0.5
+MAX_JOBS = 50
+WAKE_WAIT_SECONDS = 5
 
 
 def heartbeat_key(key_prefix: str) -> str:
@@ -46,6 +53,7 @@ def build_worker(
     handle_signals: bool = True,
     sync_timeout_seconds: int = SYNC_TIMEOUT_SECONDS,
     reply_timeout_seconds: int = REPLY_TIMEOUT_SECONDS,
+    poll_delay_seconds: float = POLL_DELAY_SECONDS,
 ) -> Worker:
     """ARQ hands a job whose worker died to another worker after the longest function timeout + 10 s,
     so the timeouts are kept to what the work needs."""
@@ -57,14 +65,21 @@ def build_worker(
         ctx["heartbeat_key"] = heartbeat_key(key_prefix)
         ctx["worker_id"] = worker_id
         await heartbeat(ctx)
+        # Started once the runtime exists: a job must not start before its context is ready.
+        ctx["waker"] = asyncio.create_task(wake_on_enqueue(worker, redis_url, wake_key(queue_name)))
         log.info("worker %s listening on %s", worker_id, queue_name)
 
     async def shutdown(ctx: WorkerContext) -> None:
+        waker = ctx.get("waker")
+        if waker is not None:
+            waker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waker
         runtime = ctx.get("runtime")
         if runtime is not None:
             await runtime.close()
 
-    return Worker(
+    worker = Worker(
         functions=[
             # A reply is not retried: a second run after a partial stream would repeat text. A reply
             # whose worker died is failed by the sweep, and the operator asks again.
@@ -98,9 +113,32 @@ def build_worker(
         handle_signals=handle_signals,
         burst=burst,
         job_timeout=reply_timeout_seconds,
-        max_jobs=50,
-        # ARQ looks for new jobs every poll_delay (default 0.5 s): an AskVX reply waited up to that
-        # long before its first token. One ZRANGEBYSCORE every 50 ms costs Redis next to nothing.
-        poll_delay=POLL_DELAY_SECONDS,
+        max_jobs=MAX_JOBS,
+        # Each poll re-checks every queued job that is still running (a few round trips each), so
+        # polls stay ARQ's half second; new jobs start at once through wake_on_enqueue instead.
+        poll_delay=poll_delay_seconds,
         keep_result=3600,
     )
+    return worker
+
+
+async def wake_on_enqueue(worker: Worker, redis_url: str, key: str) -> None:
+    """Start jobs as they are enqueued (ArqQueue pushes their ids) instead of at the next poll.
+
+    ``start_jobs`` is ARQ's own start path: it skips a job that another worker started, that is
+    deferred, or that is already done, so a wake-up is only ever a hint. A worker at ``max_jobs``
+    leaves the job to the next poll of whichever worker has room.
+    """
+    redis = Redis.from_url(redis_url)
+    try:
+        while True:
+            try:
+                woken = await redis.blpop([key], timeout=WAKE_WAIT_SECONDS)
+            except RedisError as exc:
+                log.warning("wake-up list unavailable (%s); relying on polls", type(exc).__name__)
+                await asyncio.sleep(WAKE_WAIT_SECONDS)
+                continue
+            if woken is not None and worker.job_counter < worker.max_jobs:
+                await worker.start_jobs([woken[1]])
+    finally:
+        await redis.aclose()

@@ -193,9 +193,11 @@ async def finish_reply(
     uow: UnitOfWork, tenant_id: uuid.UUID, work: ReplyWork, *, text: str, usage: Usage, model: str
 ) -> None:
     await uow.chat.complete(work.reply.id, content=text, usage=usage, model=model)
-    await uow.usage.add_tokens(tenant_id, usage.total)
     question = next((m.content for m in reversed(work.prompt) if m.role == "user"), "")
-    await uow.memories.save_summary(rolled_summary(await uow.memories.summary(), question, text))
+    summary = await uow.memories.summary_for_update()
+    await uow.memories.save_summary(rolled_summary(summary, question, text))
+    # Last: the tenant's usage row is the hottest lock here, held from this statement to the commit.
+    await uow.usage.add_tokens(tenant_id, usage.total)
 
 
 async def fail_reply(uow: UnitOfWork, message_id: uuid.UUID, *, text: str, error: str) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
+import weakref
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,6 +33,16 @@ AI_TOTAL = Histogram(
 AI_ERRORS = Counter("ai_reply_errors_total", "AskVX replies that failed", ["kind"])
 
 STUCK_AFTER = timedelta(minutes=10)
+_FINISH_LOCKS: weakref.WeakValueDictionary[uuid.UUID, asyncio.Lock] = weakref.WeakValueDictionary()
+
+
+def _finishing(tenant: uuid.UUID) -> asyncio.Lock:
+    lock = _FINISH_LOCKS.get(tenant)
+    if lock is None:
+        lock = _FINISH_LOCKS[tenant] = asyncio.Lock()
+    return lock
+
+
 SYSTEM_ROLE = "SYSTEM"
 
 
@@ -81,7 +92,11 @@ async def askvx_reply(ctx: WorkerContext, tenant_id: str, message_id: str) -> st
         rt.analytics.capture(tenant_id, "ask.response_error", {**properties, "error_kind": error.kind})
         return f"failed: {error.kind}"
     assert usage is not None
-    async with rt.db.transaction(tenant_id=tenant, role=SYSTEM_ROLE) as uow:
+    # One finish per tenant at a time in this process: the others would only wait in PostgreSQL for
+    # the tenant's usage and summary rows, each holding a pooled connection meanwhile; when a burst of
+    # replies ended together that drained the pool, and every overflow connection opened and closed
+    # again cost far more than the finish (bench/README.md, askvx_latency).
+    async with _finishing(tenant), rt.db.transaction(tenant_id=tenant, role=SYSTEM_ROLE) as uow:
         await askvx.finish_reply(uow, tenant, work, text=text, usage=usage, model=rt.model.name)
     # The record is committed before subscribers hear "done", so a reload after "done" sees COMPLETE.
     await rt.events.close(key, {})

@@ -282,6 +282,18 @@ class MemoryRepo:
         value = await self._conn.scalar(select(t.ai_memories.c.summary))
         return value or ""
 
+    async def summary_for_update(self) -> str:
+        """The summary, with the tenant's row locked until commit (created empty if missing), so
+        concurrent replies each add their line instead of overwriting each other's."""
+        m = t.ai_memories.c
+        stmt = pg_insert(t.ai_memories).values(tenant_id=SCOPED_TENANT, summary="", updated_at=func.now())
+        value = await self._conn.scalar(
+            stmt.on_conflict_do_update(index_elements=["tenant_id"], set_={"summary": m.summary}).returning(
+                m.summary
+            )
+        )
+        return value or ""
+
     async def save_summary(self, summary: str) -> None:
         stmt = pg_insert(t.ai_memories).values(
             tenant_id=SCOPED_TENANT, summary=summary, updated_at=func.now()

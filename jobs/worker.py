@@ -43,6 +43,14 @@ async def heartbeat(ctx: WorkerContext) -> None:
     )
 
 
+class BrandvxWorker(Worker):
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        # Running jobs stay in ARQ's queue until they finish, and every poll re-checks each of them
+        # with a WATCH transaction (3-4 round trips a job): a burst every half second, growing with
+        # the jobs in flight. This worker knows its own.
+        await super().start_jobs([job_id for job_id in job_ids if job_id.decode() not in self.tasks])
+
+
 def build_worker(
     *,
     redis_url: str,
@@ -54,7 +62,7 @@ def build_worker(
     sync_timeout_seconds: int = SYNC_TIMEOUT_SECONDS,
     reply_timeout_seconds: int = REPLY_TIMEOUT_SECONDS,
     poll_delay_seconds: float = POLL_DELAY_SECONDS,
-) -> Worker:
+) -> BrandvxWorker:
     """ARQ hands a job whose worker died to another worker after the longest function timeout + 10 s,
     so the timeouts are kept to what the work needs."""
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
@@ -79,7 +87,7 @@ def build_worker(
         if runtime is not None:
             await runtime.close()
 
-    worker = Worker(
+    worker = BrandvxWorker(
         functions=[
             # A reply is not retried: a second run after a partial stream would repeat text. A reply
             # whose worker died is failed by the sweep, and the operator asks again.
@@ -122,7 +130,7 @@ def build_worker(
     return worker
 
 
-async def wake_on_enqueue(worker: Worker, redis_url: str, key: str) -> None:
+async def wake_on_enqueue(worker: BrandvxWorker, redis_url: str, key: str) -> None:
     """Start jobs as they are enqueued (ArqQueue pushes their ids) instead of at the next poll.
 
     ``start_jobs`` is ARQ's own start path: it skips a job that another worker started, that is

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import bisect
 import gc
+import itertools
 import logging
 import time
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Final
 
 import sentry_sdk
-from prometheus_client import Histogram
+from prometheus_client import REGISTRY
+from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from brandvx.settings import Settings
 
@@ -51,27 +56,55 @@ def configure_sentry(settings: Settings) -> bool:
     return True
 
 
-GC_PAUSES = Histogram(
-    "python_gc_pause_seconds",
-    "Time the garbage collector stopped this process, by generation",
-    ["generation"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
-)
+GC_PAUSE_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+# Plain lists, not prometheus_client metrics: the callback runs inside whatever allocation set off a
+# collection, possibly while that thread holds a metric's lock (a /metrics scrape copying a dict),
+# and taking that lock again there would hang the thread.
+_GC_LABELS: Final = ("0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25")  # "le" values
+_gc_counts = [[0] * (len(GC_PAUSE_BUCKETS) + 1) for _ in range(3)]  # per generation, per bucket, +Inf
+_gc_sums = [0.0, 0.0, 0.0]
 _gc_started = 0.0
+_frozen = False
 
 
 def _time_gc(phase: str, info: dict[str, int]) -> None:
     global _gc_started
     if phase == "start":
         _gc_started = time.perf_counter()
-    else:
-        GC_PAUSES.labels(str(info.get("generation", -1))).observe(time.perf_counter() - _gc_started)
+        return
+    elapsed = time.perf_counter() - _gc_started
+    generation = min(max(info.get("generation", 2), 0), 2)
+    _gc_counts[generation][bisect.bisect_left(GC_PAUSE_BUCKETS, elapsed)] += 1
+    _gc_sums[generation] += elapsed
+
+
+class _GcPauses(Collector):
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(
+            "python_gc_pause_seconds",
+            "Time the garbage collector stopped this process, by generation",
+            labels=["generation"],
+        )
+        for generation in range(3):
+            cumulative = list(itertools.accumulate(_gc_counts[generation]))
+            bounds = zip(_GC_LABELS, cumulative, strict=False)
+            buckets = [(label, float(count)) for label, count in bounds]
+            family.add_metric(
+                [str(generation)], [*buckets, ("+Inf", float(cumulative[-1]))], _gc_sums[generation]
+            )
+        yield family
+
+
+REGISTRY.register(_GcPauses())
 
 
 def freeze_startup_objects() -> None:
     """After startup: keep its long-lived objects out of every later full collection (a full
     collection over them paused streaming for 100+ ms), and time the pauses that remain."""
+    global _frozen
+    if _frozen:
+        return  # once per process: a later call (an inline worker) would freeze requests in flight
+    _frozen = True
     gc.collect()
     gc.freeze()
-    if _time_gc not in gc.callbacks:
-        gc.callbacks.append(_time_gc)
+    gc.callbacks.append(_time_gc)

@@ -99,7 +99,10 @@ def _usage_of(response: Response) -> Usage:
     if response.usage is None:
         logger.warning("openai response %s ended without usage; recording zero tokens", response.id)
         return Usage(input_tokens=0, output_tokens=0)
-    return Usage(input_tokens=response.usage.input_tokens, output_tokens=response.usage.output_tokens)
+    counts = (response.usage.input_tokens, response.usage.output_tokens)
+    if not all(isinstance(n, int) and n >= 0 for n in counts):
+        raise ValueError("usage counts are not token counts")
+    return Usage(input_tokens=counts[0], output_tokens=counts[1])
 
 
 def _failure(code: object, request_id: str | None) -> ModelError:
@@ -125,6 +128,29 @@ def _status_error(error: openai.APIStatusError, model: str) -> ModelError:
         reason = _describe_code(code) if code else "no error code given"
         message = f"The AI provider rejected the request: {reason} (HTTP {status})."
     return ModelError("provider", message)
+
+
+def _outcome(event: OpenAIModel, request_id: str | None) -> Usage:
+    """What a final event means: the reply's usage, or a ModelError."""
+    if isinstance(event, ResponseCompletedEvent):
+        return _usage_of(event.response)
+    if isinstance(event, ResponseRefusalDeltaEvent | ResponseRefusalDoneEvent):
+        logger.info("openai refused to answer (request id %s)", request_id)
+        raise ModelError("refused", REFUSED_MESSAGE)
+    if isinstance(event, ResponseIncompleteEvent):
+        details = event.response.incomplete_details
+        reason = details.reason if details else None
+        if reason == "content_filter":
+            logger.info("openai reply stopped by its content filter (request id %s)", request_id)
+            raise ModelError("refused", REFUSED_MESSAGE)
+        logger.warning("openai reply incomplete: %s (request id %s)", reason, request_id)
+        return _usage_of(event.response)
+    if isinstance(event, ResponseFailedEvent):
+        error = event.response.error
+        raise _failure(error.code if error else None, request_id)
+    if isinstance(event, ResponseErrorEvent):
+        raise _failure(event.code, request_id)
+    raise TypeError(f"not a final event: {type(event).__name__}")
 
 
 class OpenAIChatModel:
@@ -274,29 +300,15 @@ class OpenAIChatModel:
             model = _FINAL_EVENTS.get(kind) if isinstance(kind, str) else None
             if model is None:
                 continue
-            event = model.construct(**data)
-            if isinstance(event, ResponseCompletedEvent):
-                yield _usage_of(event.response)
-                await self._drain(events)
-                return
-            elif isinstance(event, ResponseRefusalDeltaEvent | ResponseRefusalDoneEvent):
-                logger.info("openai refused to answer (request id %s)", request_id)
-                raise ModelError("refused", REFUSED_MESSAGE)
-            elif isinstance(event, ResponseIncompleteEvent):
-                details = event.response.incomplete_details
-                reason = details.reason if details else None
-                if reason == "content_filter":
-                    logger.info("openai reply stopped by its content filter (request id %s)", request_id)
-                    raise ModelError("refused", REFUSED_MESSAGE)
-                logger.warning("openai reply incomplete: %s (request id %s)", reason, request_id)
-                yield _usage_of(event.response)
-                await self._drain(events)
-                return
-            elif isinstance(event, ResponseFailedEvent):
-                error = event.response.error
-                raise _failure(error.code if error else None, request_id)
-            elif isinstance(event, ResponseErrorEvent):
-                raise _failure(event.code, request_id)
+            try:
+                usage = _outcome(model.construct(**data), request_id)
+            except (AttributeError, TypeError, ValueError):
+                # e.g. "response": null, or usage counts that are not numbers
+                logger.warning("openai stream sent an unreadable final event (request id %s)", request_id)
+                raise ModelError("provider", "The AI provider sent a reply that could not be read.") from None
+            yield usage
+            await self._drain(events)
+            return
         logger.warning("openai stream ended without a final event (request id %s)", request_id)
         raise ModelError("cut", CUT_MESSAGE)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypedDict
@@ -42,5 +41,4 @@ class WorkerContext(TypedDict, total=False):
     runtime: WorkerRuntime
     heartbeat_key: str
     worker_id: str
-    waker: asyncio.Task[None]  # wake_on_enqueue, cancelled at shutdown
     job_try: int

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
+from redis.exceptions import RedisError
+
+log = logging.getLogger("brandvx.jobs.queue")
 
 WAKE_BACKLOG = 1_000  # wake-ups kept for workers that are busy or down; the queue itself keeps the jobs
 
@@ -38,10 +42,13 @@ class ArqQueue:
             return  # ARQ already has a job with this id
         # Workers poll the queue every half second; a wake-up lets an idle one start now (an AskVX
         # reply's first token waited for that poll). Lost or late wake-ups only cost the poll delay.
-        async with pool.pipeline(transaction=False) as pipe:
-            pipe.lpush(wake_key(self._queue_name), job.job_id)
-            pipe.ltrim(wake_key(self._queue_name), 0, WAKE_BACKLOG - 1)
-            await pipe.execute()
+        try:
+            async with pool.pipeline(transaction=False) as pipe:
+                pipe.rpush(wake_key(self._queue_name), job.job_id)  # BLPOP takes the oldest first
+                pipe.ltrim(wake_key(self._queue_name), -WAKE_BACKLOG, -1)
+                await pipe.execute()
+        except RedisError as exc:  # the job is queued: without the wake-up it starts at the next poll
+            log.warning("could not announce job %s (%s)", job.job_id, type(exc).__name__)
 
     async def aclose(self) -> None:
         if self._pool is not None:

@@ -9,6 +9,7 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from arq import cron, func
 from arq.connections import RedisSettings
@@ -30,6 +31,7 @@ EVERY_5_MIN = set(range(0, 60, 5))
 POLL_DELAY_SECONDS = 0.5
 MAX_JOBS = 50
 WAKE_WAIT_SECONDS = 5
+WAKE_BUSY_SECONDS = 0.05
 
 
 def heartbeat_key(key_prefix: str) -> str:
@@ -44,11 +46,58 @@ async def heartbeat(ctx: WorkerContext) -> None:
 
 
 class BrandvxWorker(Worker):
+    """ARQ's worker, plus: jobs start as they are enqueued, and polls skip its own running jobs."""
+
+    def __init__(self, *args: Any, wake_redis_url: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.wake_redis_url = wake_redis_url
+        self.wake_key = wake_key(self.queue_name)
+        self.ready = asyncio.Event()  # set by on_startup: no job may start before its context exists
+
+    async def main(self) -> None:
+        # The wake task lives exactly as long as ARQ's main loop: a signal, a cancelled inline
+        # worker or close() all end it here, before ARQ winds down the jobs it started.
+        waker = asyncio.create_task(self._wake_on_enqueue(), name="arq-wake")
+        try:
+            await super().main()
+        finally:
+            waker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waker
+
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         # Running jobs stay in ARQ's queue until they finish, and every poll re-checks each of them
         # with a WATCH transaction (3-4 round trips a job): a burst every half second, growing with
-        # the jobs in flight. This worker knows its own.
-        await super().start_jobs([job_id for job_id in job_ids if job_id.decode() not in self.tasks])
+        # the jobs in flight. This worker knows its own running ones.
+        running = {job_id for job_id, task in self.tasks.items() if not task.done()}
+        await super().start_jobs([job_id for job_id in job_ids if job_id.decode() not in running])
+
+    def _stopping(self) -> bool:
+        main = self.main_task
+        return main is not None and (main.done() or main.cancelling() > 0)
+
+    async def _wake_on_enqueue(self) -> None:
+        """Start jobs as ArqQueue announces them instead of at the next poll.
+
+        ``start_jobs`` is ARQ's own start path: it skips a job another worker started, a deferred
+        one, or one already done, so a wake-up is only ever a hint; a lost one costs a poll delay.
+        """
+        await self.ready.wait()
+        redis = Redis.from_url(self.wake_redis_url)
+        try:
+            while not self._stopping():
+                if self.job_counter >= self.max_jobs:
+                    await asyncio.sleep(WAKE_BUSY_SECONDS)  # leave the wake-ups to workers with room
+                    continue
+                try:
+                    woken = await redis.blpop([self.wake_key], timeout=WAKE_WAIT_SECONDS)
+                    if woken is not None and not self._stopping():
+                        await self.start_jobs([woken[1]])
+                except RedisError as exc:
+                    log.warning("wake-ups unavailable (%s); relying on polls", type(exc).__name__)
+                    await asyncio.sleep(WAKE_WAIT_SECONDS)
+        finally:
+            await redis.aclose()
 
 
 def build_worker(
@@ -73,16 +122,10 @@ def build_worker(
         ctx["heartbeat_key"] = heartbeat_key(key_prefix)
         ctx["worker_id"] = worker_id
         await heartbeat(ctx)
-        # Started once the runtime exists: a job must not start before its context is ready.
-        ctx["waker"] = asyncio.create_task(wake_on_enqueue(worker, redis_url, wake_key(queue_name)))
+        worker.ready.set()
         log.info("worker %s listening on %s", worker_id, queue_name)
 
     async def shutdown(ctx: WorkerContext) -> None:
-        waker = ctx.get("waker")
-        if waker is not None:
-            waker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await waker
         runtime = ctx.get("runtime")
         if runtime is not None:
             await runtime.close()
@@ -115,8 +158,8 @@ def build_worker(
         ],
         redis_settings=RedisSettings.from_dsn(redis_url),
         queue_name=queue_name,
-        on_startup=startup,  # type: ignore[arg-type]
-        on_shutdown=shutdown,  # type: ignore[arg-type]
+        on_startup=startup,
+        on_shutdown=shutdown,
         health_check_interval=10,
         handle_signals=handle_signals,
         burst=burst,
@@ -126,27 +169,6 @@ def build_worker(
         # polls stay ARQ's half second; new jobs start at once through wake_on_enqueue instead.
         poll_delay=poll_delay_seconds,
         keep_result=3600,
+        wake_redis_url=redis_url,
     )
     return worker
-
-
-async def wake_on_enqueue(worker: BrandvxWorker, redis_url: str, key: str) -> None:
-    """Start jobs as they are enqueued (ArqQueue pushes their ids) instead of at the next poll.
-
-    ``start_jobs`` is ARQ's own start path: it skips a job that another worker started, that is
-    deferred, or that is already done, so a wake-up is only ever a hint. A worker at ``max_jobs``
-    leaves the job to the next poll of whichever worker has room.
-    """
-    redis = Redis.from_url(redis_url)
-    try:
-        while True:
-            try:
-                woken = await redis.blpop([key], timeout=WAKE_WAIT_SECONDS)
-            except RedisError as exc:
-                log.warning("wake-up list unavailable (%s); relying on polls", type(exc).__name__)
-                await asyncio.sleep(WAKE_WAIT_SECONDS)
-                continue
-            if woken is not None and worker.job_counter < worker.max_jobs:
-                await worker.start_jobs([woken[1]])
-    finally:
-        await redis.aclose()

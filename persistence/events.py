@@ -140,6 +140,8 @@ class EventStreams:
         self._expiring: set[str] = set()
         self._batch: _Batch | None = None
         self._writer: asyncio.Task[None] | None = None
+        self._lost: set[str] = set()  # streams with entries that could not be written
+        self._inflight: _Batch | None = None
         self._reader: _Reader | None = None
         process = uuid.uuid4().hex
         self._wake_key = f"{prefix}stream:wake:{process}"
@@ -167,15 +169,19 @@ class EventStreams:
             await asyncio.shield(batch.written)
 
     async def close(self, key: str, fields: Mapping[str, str]) -> None:
-        """Write the final entry (``done``); returns once it and every entry before it is stored."""
+        """Write the final entry (``done``); returns once it is stored, and with it every entry
+        appended before it that could be. If some could not (Redis failed meanwhile), the final
+        entry says so (``resync``), and followers take the text from the record instead."""
         self._expiring.discard(key)
         batch = self._enqueue(key, {**fields, "done": "1"}, DONE_TTL_SECONDS)
         await asyncio.shield(batch.written)
 
     async def flush(self) -> None:
         """Wait until everything appended so far is stored (or has failed and been logged)."""
-        while (writer := self._writer) is not None and not writer.done():
-            await asyncio.shield(writer)
+        last = self._batch or self._inflight  # batches are written in order: the last one is enough
+        if last is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(last.written)
 
     def _enqueue(self, key: str, fields: dict[str, str], ttl: int | None) -> _Batch:
         loop = asyncio.get_running_loop()
@@ -190,6 +196,12 @@ class EventStreams:
     async def _write_batches(self) -> None:
         while (batch := self._batch) is not None:
             self._batch = None  # what is appended from now on waits for the next round trip
+            self._inflight = batch
+            for key, fields, _ttl in batch.commands:
+                if fields.get("done") == "1" and key in self._lost:
+                    # Batches go in order, so an earlier failure for this stream is known by now.
+                    self._lost.discard(key)
+                    fields["resync"] = "1"
             try:
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for key, fields, ttl in batch.commands:
@@ -201,10 +213,17 @@ class EventStreams:
                 log.warning(
                     "%d stream entries could not be written (%s)", len(batch.commands), type(exc).__name__
                 )
+                for key, _fields, _ttl in batch.commands:
+                    self._lost.add(key)
+                    self._expiring.discard(key)  # its EXPIRE may have been in this batch
+                if len(self._lost) > 10_000:
+                    self._lost.clear()
                 batch.written.set_exception(exc)
                 batch.written.exception()  # retrieved: an append nobody waits for must not log it again
             else:
                 batch.written.set_result(None)
+            finally:
+                self._inflight = None
 
     # ------------------------------------------------------------------------------------- reading
 
@@ -226,6 +245,15 @@ class EventStreams:
             if key not in reader.positions:
                 reader.positions[key] = replayed
                 await self._wake()
+            else:
+                # Another follower of this stream set the reader going from the end of its own
+                # replay, which may be past ours (we were paused in a yield meanwhile): what lies
+                # between never reaches our queue, so read it here. Later entries do.
+                async for entries in self._replay(key, after=replayed):
+                    fresh = [entry for entry in entries if _order(entry[0]) > last]
+                    if fresh:
+                        last = _order(fresh[-1][0])
+                        yield fresh
             reader.ensure_running()
             while True:
                 try:
@@ -246,8 +274,8 @@ class EventStreams:
                     del reader.queues[key]
                     reader.positions.pop(key, None)
 
-    async def _replay(self, key: str) -> AsyncIterator[list[Entry]]:
-        start = "-"
+    async def _replay(self, key: str, *, after: str | None = None) -> AsyncIterator[list[Entry]]:
+        start = "-" if after is None else "(" + after
         while True:
             entries = _entries(await self._redis.xrange(key, min=start, max="+", count=READ_COUNT))
             if not entries:
@@ -300,6 +328,10 @@ class ChatReplyFeed:
                     if delta:
                         text += delta
                         yield ReplyEvent(delta=delta, text=text, done=False, error=None)
+                    if fields.get("resync") == "1":
+                        # Some deltas never reached the stream: the caller finishes from the record.
+                        yield None
+                        return
                     final = fields.get("d", "")
                     text += final
                     yield ReplyEvent(delta=final, text=text, done=True, error=fields.get("error") or None)

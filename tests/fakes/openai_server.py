@@ -54,6 +54,7 @@ class Script:
     refuse: bool = False  # a refusal content part (refusal deltas) instead of output text
     incomplete: str | None = None  # `response.incomplete` with this reason instead of completed
     usage: tuple[int, int] = (12, 6)  # input_tokens, output_tokens
+    malformed_final: bool = False  # `response.completed` whose `response` is null
     retry_after_ms: int | None = 10  # sent with 429/5xx so the SDK's retries stay fast
 
 
@@ -223,7 +224,9 @@ class _Reply:
             self.event("response.content_part.done", **where, part=self.part()),
             self.event("response.output_item.done", output_index=0, item=item),
         ]
-        if self.script.incomplete:
+        if self.script.malformed_final:
+            frames.append(self.event("response.completed", response=None))
+        elif self.script.incomplete:
             response = self.response("incomplete", [item], usage=True, incomplete=self.script.incomplete)
             frames.append(self.event("response.incomplete", response=response))
         else:

@@ -10,7 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from brandvx.settings import Settings
-from persistence.events import Entry, EventStreams
+from persistence.events import ChatReplyFeed, Entry, EventStreams
 
 
 @pytest.fixture
@@ -125,3 +125,50 @@ async def test_the_reader_survives_a_dropped_connection(streams: EventStreams, r
     await streams.append(key, {"d": "after"})
     await streams.close(key, {})
     assert await follower == [{"d": "before"}, {"d": "after"}, {"done": "1"}]
+
+
+async def test_a_follower_paused_in_its_replay_misses_nothing(streams: EventStreams) -> None:
+    """A second follower of the same stream starts the reader from the end of its own replay,
+    past what the first (still paused in its replay) has seen: the first reads the gap itself."""
+    key = streams.chat_key("paused")
+    for n in range(3):
+        await streams.append(key, {"d": str(n)})
+    await streams.flush()
+    slow = streams.follow(key, idle_seconds=5)
+    seen_slow = [fields["d"] for _, fields in (await anext(slow) or [])]  # the replay; then busy
+    for n in range(3, 6):
+        await streams.append(key, {"d": str(n)})
+    await streams.flush()
+    fast = asyncio.create_task(collect(streams, key))
+    await asyncio.sleep(0.2)  # the fast follower replayed 0..5 and set the reader going from 5
+    for n in range(6, 9):
+        await streams.append(key, {"d": str(n)})
+    await streams.close(key, {})
+    async for entries in slow:
+        assert entries is not None
+        seen_slow += [fields.get("d", "done") for _, fields in entries]
+        if seen_slow[-1] == "done":
+            break
+    await slow.aclose()
+    assert seen_slow == [str(n) for n in range(9)] + ["done"]
+    assert [fields.get("d", "done") for fields in await fast] == [str(n) for n in range(9)] + ["done"]
+
+
+async def test_entries_that_could_not_be_written_make_the_final_one_say_resync(
+    streams: EventStreams, redis: Redis
+) -> None:
+    key = streams.chat_key("blip")
+    await redis.set(key, "not a stream")  # XADD fails with WRONGTYPE: a real Redis error
+    await streams.append(key, {"d": "Hello, "})
+    await streams.flush()
+    await redis.delete(key)
+    await streams.append(key, {"d": "world"})
+    await streams.flush()
+    # The stream's expiry went out with the failed batch: it is sent again with the next entry.
+    assert 3600 < await redis.ttl(key) <= 6 * 3600
+    await streams.close(key, {})
+    assert await stored(redis, key) == [{"d": "world"}, {"done": "1", "resync": "1"}]
+
+    # A reply feed hands over to the record (None: the caller reads it) instead of a holed text.
+    events = [event async for event in ChatReplyFeed(streams).follow("blip", idle_seconds=5)]
+    assert [e.delta if e else None for e in events] == ["world", None]

@@ -58,3 +58,25 @@ async def test_an_enqueued_job_starts_without_waiting_for_a_poll(migrated: Setti
         async for key in pool.scan_iter(match=f"{queue_name}*"):
             await pool.delete(key)
         await pool.aclose()
+
+
+async def test_the_wake_task_ends_with_the_worker(migrated: Settings) -> None:
+    """An inline worker is stopped by cancelling it: its wake task must not outlive it and start
+    jobs for a worker that is gone."""
+    assert migrated.redis_url
+    queue_name = f"test-wake-{uuid.uuid4().hex[:8]}:queue"
+    worker = build_worker(
+        redis_url=migrated.redis_url,
+        queue_name=queue_name,
+        key_prefix=f"test-wake-{uuid.uuid4().hex[:8]}:",
+        make_runtime=lambda: worker_runtime(migrated),
+        handle_signals=False,
+    )
+    running = asyncio.create_task(worker.async_run())
+    await asyncio.wait_for(worker.ready.wait(), 60)
+    assert [t for t in asyncio.all_tasks() if t.get_name() == "arq-wake" and not t.done()]
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+    await worker.close()
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "arq-wake" and not t.done()]

@@ -164,6 +164,16 @@ async def test_refusal_is_refused(model: OpenAIChatModel, fake: FakeOpenAI) -> N
     assert (error.kind, error.message) == ("refused", "The AI provider declined to answer this request.")
 
 
+async def test_an_unreadable_final_event_is_a_provider_error(
+    model: OpenAIChatModel, fake: FakeOpenAI
+) -> None:
+    fake.enqueue(Script(deltas=["Hi"], malformed_final=True))
+    items, error = await collect(model)
+    assert items == [TextDelta("Hi")]
+    assert error is not None
+    assert (error.kind, error.message) == ("provider", "The AI provider sent a reply that could not be read.")
+
+
 async def test_content_filter_is_refused(model: OpenAIChatModel, fake: FakeOpenAI) -> None:
     fake.enqueue(Script(deltas=["Sure, "], incomplete="content_filter"))
     items, error = await collect(model)

@@ -13,21 +13,26 @@ from arq.jobs import Job, JobStatus
 from brandvx.runtime import worker_runtime
 from brandvx.settings import Settings
 from jobs.queue import ArqQueue
-from jobs.worker import build_worker
+from jobs.worker import BrandvxWorker, build_worker
+
+
+def make_worker(settings: Settings, queue_name: str, *, poll_delay_seconds: float = 0.5) -> BrandvxWorker:
+    assert settings.redis_url
+    return build_worker(
+        redis_url=settings.redis_url,
+        queue_name=queue_name,
+        key_prefix=f"test-wake-{uuid.uuid4().hex[:8]}:",
+        make_runtime=lambda: worker_runtime(settings),
+        handle_signals=False,
+        poll_delay_seconds=poll_delay_seconds,
+    )
 
 
 async def test_an_enqueued_job_starts_without_waiting_for_a_poll(migrated: Settings) -> None:
     assert migrated.redis_url
     queue_name = f"test-wake-{uuid.uuid4().hex[:8]}:queue"
     # Polls an hour apart: after the first one (at startup), only a wake-up can start a job.
-    worker = build_worker(
-        redis_url=migrated.redis_url,
-        queue_name=queue_name,
-        key_prefix=f"test-wake-{uuid.uuid4().hex[:8]}:",
-        make_runtime=lambda: worker_runtime(migrated),
-        handle_signals=False,
-        poll_delay_seconds=3600,
-    )
+    worker = make_worker(migrated, queue_name, poll_delay_seconds=3600)
     pool = await create_pool(RedisSettings.from_dsn(migrated.redis_url), default_queue_name=queue_name)
     queue = ArqQueue(migrated.redis_url, queue_name)
     running = asyncio.create_task(worker.async_run())
@@ -63,15 +68,7 @@ async def test_an_enqueued_job_starts_without_waiting_for_a_poll(migrated: Setti
 async def test_the_wake_task_ends_with_the_worker(migrated: Settings) -> None:
     """An inline worker is stopped by cancelling it: its wake task must not outlive it and start
     jobs for a worker that is gone."""
-    assert migrated.redis_url
-    queue_name = f"test-wake-{uuid.uuid4().hex[:8]}:queue"
-    worker = build_worker(
-        redis_url=migrated.redis_url,
-        queue_name=queue_name,
-        key_prefix=f"test-wake-{uuid.uuid4().hex[:8]}:",
-        make_runtime=lambda: worker_runtime(migrated),
-        handle_signals=False,
-    )
+    worker = make_worker(migrated, f"test-wake-{uuid.uuid4().hex[:8]}:queue")
     running = asyncio.create_task(worker.async_run())
     await asyncio.wait_for(worker.ready.wait(), 60)
     assert [t for t in asyncio.all_tasks() if t.get_name() == "arq-wake" and not t.done()]

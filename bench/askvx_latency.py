@@ -686,6 +686,9 @@ async def main_async(
             "BRANDVX_REDIS_NAMESPACE": namespace,
             "BRANDVX_DATA_DIR": str(tmp / "data"),
             "BRANDVX_LOG_LEVEL": "WARNING",
+            # 50 chats of one tenant, every round: charged, but never refused.
+            "BRANDVX_RATE_LIMIT_POINTS": "100000000",
+            "BRANDVX_RATE_LIMIT_RESTORE_PER_SECOND": "1000000",
         }
     )
     api_log, worker_log = tmp / "api.log", tmp / "worker.log"

@@ -26,6 +26,7 @@ from jobs.context import JobSettings, WorkerRuntime
 from jobs.queue import ArqQueue
 from persistence.db import Database
 from persistence.events import ChatReplyFeed, EventStreams, JobEventFeed
+from persistence.ratelimit import RedisCostBudget
 from persistence.urls import runtime_url, to_asyncpg
 from resolvers.context import AppServices
 
@@ -167,6 +168,14 @@ def build_runtime(settings: Settings) -> Runtime:
             connect=connect,
             job_events=JobEventFeed(events),
             analytics=analytics,
+            budget=RedisCostBudget(
+                redis,
+                settings.key_prefix,
+                maximum=settings.rate_limit_points,
+                restore_rate=settings.rate_limit_restore_per_second,
+            )
+            if settings.rate_limit_points
+            else None,
         ),
         events=events,
         queue=queue,

@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     ai_max_retries: int = Field(2, alias="BRANDVX_AI_MAX_RETRIES", ge=0, le=10)
     askvx_retention_days: int = Field(90, alias="BRANDVX_ASKVX_RETENTION_DAYS", ge=1)
     worker_metrics_port: int | None = Field(None, alias="BRANDVX_WORKER_METRICS_PORT")
+    rate_limit_points: int = Field(5_000, alias="BRANDVX_RATE_LIMIT_POINTS", ge=0)
+    rate_limit_restore_per_second: float = Field(250.0, alias="BRANDVX_RATE_LIMIT_RESTORE_PER_SECOND", gt=0)
 
     public_url: str = Field("http://127.0.0.1:8000", alias="BRANDVX_PUBLIC_URL")
     app_url: str = Field("http://127.0.0.1:8000/graphql", alias="BRANDVX_APP_URL")

@@ -17,6 +17,7 @@ from domain.jobs import JobEvents, JobQueue
 from domain.model import Actor, AppointmentSource, ChatMessage, Contact, Tenant
 from domain.pagination import Page, PageRequest
 from domain.ports import UnitOfWork, UnitOfWorkFactory
+from domain.throttle import CostBudget
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class AppServices:
     connect: ConnectFlowPort
     job_events: JobEvents
     analytics: Analytics
+    budget: CostBudget | None = None  # the per-tenant rate limit; None: not limited
 
 
 @dataclass

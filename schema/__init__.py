@@ -24,6 +24,7 @@ from resolvers.context import Context
 from schema.api_keys import ApiKey
 from schema.askvx import ChatMessage, ChatSession, TrainvxMemory
 from schema.contacts import Contact
+from schema.cost import CostLimit
 from schema.errors import ErrorCodes, MaskInternalErrors
 from schema.jobs import Job
 from schema.root import Mutation, Query, Subscription
@@ -83,6 +84,7 @@ def build_schema(
         MaskInternalErrors,
         ErrorCodes,
         FreshLoaders,
+        CostLimit,
     ]
     if not introspection:
         from strawberry.extensions import DisableIntrospection

@@ -192,7 +192,16 @@ async def gql(
         "/graphql", json={"query": query, "variables": variables or {}}, headers=headers
     )
     assert response.status_code == expect_status, response.text
-    body: dict[str, Any] = response.json()
+    return without_cost(response.json())
+
+
+def without_cost(body: dict[str, Any]) -> dict[str, Any]:
+    """The response without its ``extensions.cost`` report (tests/api/test_rate_limit.py checks it)."""
+    extensions = body.get("extensions")
+    if isinstance(extensions, dict):
+        extensions.pop("cost", None)
+        if not extensions:
+            del body["extensions"]
     return body
 
 

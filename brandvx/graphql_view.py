@@ -23,14 +23,21 @@ from strawberry.types.unset import UNSET, UnsetType
 from brandvx.auth import AuthFailure
 from brandvx.explorer import render_explorer_html
 from brandvx.runtime import Runtime
+from persistence.availability import RETRY_AFTER_SECONDS
 from resolvers.context import Context
-from schema.errors import code_for
+from schema.errors import SERVICE_UNAVAILABLE, code_for, mask_uncaught, unavailable_error
 
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:
     body = {"data": None, "errors": [{"message": message, "extensions": {"code": code}}]}
     headers = {"WWW-Authenticate": 'Bearer realm="brandvx"'} if status == 401 else None
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def unavailable_response(message: str, extensions: Mapping[str, Any]) -> JSONResponse:
+    body = {"data": None, "errors": [{"message": message, "extensions": dict(extensions)}]}
+    retry_after = str(extensions.get("retryAfterSeconds", RETRY_AFTER_SECONDS))
+    return JSONResponse(body, status_code=503, headers={"Retry-After": retry_after})
 
 
 def _orjson_default(value: Any) -> Any:
@@ -71,6 +78,13 @@ class GraphQLView(GraphQL[Context, None]):
                 response = error_response(failure.status, failure.code, failure.message)
             except HTTPException as exc:
                 response = error_response(exc.status_code, "BAD_USER_INPUT", exc.reason)
+            except Exception as exc:
+                # Authentication reads PostgreSQL before any GraphQL error handling: an outage there
+                # is a 503 the client can retry, not a plain-text 500 (anything else still is a bug).
+                unavailable = unavailable_error(exc)
+                if unavailable is None:
+                    raise
+                response = unavailable_response(unavailable.message, unavailable.extensions or {})
         await response(scope, receive, send)
 
     async def _checked_body(self, scope: Scope, receive: Receive) -> tuple[Response | None, bytes]:
@@ -123,11 +137,24 @@ class GraphQLView(GraphQL[Context, None]):
             context.actor = await runtime.authenticator.authenticate(headers)
         except AuthFailure as failure:
             raise ConnectionRejectionError({"code": failure.code, "message": failure.message}) from None
+        except Exception as exc:
+            unavailable = unavailable_error(exc)
+            if unavailable is None:
+                raise
+            payload = {
+                "code": SERVICE_UNAVAILABLE,
+                "message": unavailable.message,
+                **(unavailable.extensions or {}),
+            }
+            raise ConnectionRejectionError(payload) from None
         unset: UnsetType = UNSET  # no payload: the ack goes out as {"type": "connection_ack"}
         return unset
 
     async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
-        # Parse errors and the token limiter fail before any extension sees the result: code them here.
+        # Parse errors and the token limiter fail before any extension sees the result: code them here,
+        # and mask what an extension raised unexpectedly (it never reached MaskErrors).
+        if result.errors:
+            result.errors = [mask_uncaught(error) for error in result.errors]
         for error in result.errors or ():
             if not (error.extensions or {}).get("code"):
                 error.extensions = {**(error.extensions or {}), "code": code_for(error)}

@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from brandvx.runtime import Runtime
 from jobs.worker import heartbeat_key
+from persistence.availability import OUTAGES
 from persistence.migrate import head_revision
 
 CHECK_TIMEOUT_SECONDS = 2.0
@@ -67,17 +68,43 @@ async def health(request: Request) -> JSONResponse:
 
 
 async def ready(request: Request) -> JSONResponse:
+    """503 until every server this process needs answers and the database has this build's migrations.
+
+    Redis counts: subscriptions and starting jobs need it. While it is unreachable, queries and
+    mutations still work (rate limited by this process's in-memory fallback), and the body says so."""
     runtime: Runtime = request.app.state.runtime
     expected = head_revision()
-    try:
-        current = await asyncio.wait_for(runtime.db.schema_revision(), CHECK_TIMEOUT_SECONDS)
-    except Exception as exc:
-        return JSONResponse({"ready": False, "reason": f"database {_error(exc)}"}, status_code=503)
-    if current != expected:
+    revision, redis = await asyncio.gather(
+        asyncio.wait_for(runtime.db.schema_revision(), CHECK_TIMEOUT_SECONDS),
+        _check(runtime.redis.ping()),
+        return_exceptions=True,
+    )
+    budget = runtime.app_services.budget
+    if redis == "ok":
+        OUTAGES["redis"].recovered()
+        limiter = "redis" if budget is not None else "off"
+    else:
+        limiter = "memory (Redis unavailable: per-process fallback)" if budget is not None else "off"
+    body: dict[str, Any] = {
+        "checks": {
+            "database": _error(revision) if isinstance(revision, BaseException) else "ok",
+            "redis": redis,
+        },
+        "rateLimiter": limiter,
+    }
+    if isinstance(revision, BaseException):
         return JSONResponse(
-            {"ready": False, "reason": "migrations not applied: run `brandvx migrate`"}, status_code=503
+            {"ready": False, "reason": f"database {_error(revision)}", **body}, status_code=503
         )
-    return JSONResponse({"ready": True, "schemaRevision": current})
+    if revision != expected:
+        return JSONResponse(
+            {"ready": False, "reason": "migrations not applied: run `brandvx migrate`", **body},
+            status_code=503,
+        )
+    if redis != "ok":
+        reason = f"redis {redis}: subscriptions and new jobs wait for it; queries and mutations still work"
+        return JSONResponse({"ready": False, "reason": reason, **body}, status_code=503)
+    return JSONResponse({"ready": True, "schemaRevision": revision, **body})
 
 
 async def metrics(request: Request) -> Response:

@@ -150,7 +150,9 @@ async def _raw_body(request: Request) -> bytes | None:
 async def _enqueue_sync(runtime: Runtime, tenant_id: uuid.UUID, provider: Provider) -> str | None:
     async with runtime.db.transaction(tenant_id=tenant_id, role="SYSTEM") as uow:
         dedupe = f"calendar_sync:{provider.value}"
-        job = await jobs.create_job(uow, tenant_id, kind="calendar_sync", dedupe_key=dedupe)
+        job = await jobs.create_job(
+            uow, tenant_id, kind="calendar_sync", dedupe_key=dedupe, args={"providers": [provider.value]}
+        )
     if job.status is JobStatus.PENDING:
         await runtime.queue.enqueue(
             "sync_calendar", str(tenant_id), str(job.id), [provider.value], job_id=f"sync:{job.id}"

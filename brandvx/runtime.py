@@ -25,12 +25,15 @@ from integrations.registry import ProviderClients, ProviderSettings
 from jobs.context import JobSettings, WorkerRuntime
 from jobs.queue import ArqQueue
 from persistence.db import Database
-from persistence.events import ChatReplyFeed, EventStreams, JobEventFeed
-from persistence.ratelimit import RedisCostBudget
+from persistence.events import READ_BLOCK_MS, ChatReplyFeed, EventStreams, JobEventFeed
+from persistence.ratelimit import FallbackCostBudget, MemoryCostBudget, RedisCostBudget
 from persistence.urls import runtime_url, to_asyncpg
 from resolvers.context import AppServices
 
 log = logging.getLogger("brandvx.runtime")
+
+REDIS_CONNECT_TIMEOUT_SECONDS = 2
+MEMORY_LIMITER_KEYS = 10_000
 
 
 def resolve_servers(settings: Settings, *, redis: bool = True) -> tuple[Settings, EmbeddedServers | None]:
@@ -104,7 +107,13 @@ def build_runtime(settings: Settings) -> Runtime:
         )
     )
     db = Database(db_url, pool_size=settings.db_pool_size)
-    redis = Redis.from_url(settings.redis_url)
+    # Bounded waits: an unreachable Redis fails a call in seconds instead of holding it forever (the
+    # event reader blocks up to READ_BLOCK_MS in XREAD, so reads may take a little longer than that).
+    redis = Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_SECONDS,
+        socket_timeout=READ_BLOCK_MS / 1000 + 5,
+    )
     verifier = (
         JwtVerifier(
             hs256_secret=settings.jwt_secret,
@@ -168,14 +177,7 @@ def build_runtime(settings: Settings) -> Runtime:
             connect=connect,
             job_events=JobEventFeed(events),
             analytics=analytics,
-            budget=RedisCostBudget(
-                redis,
-                settings.key_prefix,
-                maximum=settings.rate_limit_points,
-                restore_rate=settings.rate_limit_restore_per_second,
-            )
-            if settings.rate_limit_points
-            else None,
+            budget=rate_limit(settings, redis),
         ),
         events=events,
         queue=queue,
@@ -185,6 +187,25 @@ def build_runtime(settings: Settings) -> Runtime:
         providers=providers,
         connect=connect,
         embedded=embedded,
+    )
+
+
+def rate_limit(settings: Settings, redis: Redis) -> FallbackCostBudget | None:
+    """The per-tenant budget in Redis, or this process's own (bounded) while Redis is unreachable."""
+    if not settings.rate_limit_points:
+        return None
+    return FallbackCostBudget(
+        RedisCostBudget(
+            redis,
+            settings.key_prefix,
+            maximum=settings.rate_limit_points,
+            restore_rate=settings.rate_limit_restore_per_second,
+        ),
+        MemoryCostBudget(
+            maximum=settings.rate_limit_points,
+            restore_rate=settings.rate_limit_restore_per_second,
+            max_keys=MEMORY_LIMITER_KEYS,
+        ),
     )
 
 

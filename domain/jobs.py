@@ -23,18 +23,32 @@ class JobEvents(Protocol):
 class JobQueue(Protocol):
     """Enqueue after the transaction that created the work has committed."""
 
-    async def enqueue(self, function: str, *args: Any, job_id: str | None = None) -> None: ...
+    async def enqueue(self, function: str, *args: Any, job_id: str | None = None) -> bool:
+        """False when a job with this id is already queued (nothing was added)."""
+        ...
+
+    async def forget(self, job_id: str) -> None:
+        """Forget a job whose worker is gone, so that its id can be enqueued again."""
+        ...
 
 
 async def create_job(
-    uow: UnitOfWork, tenant_id: uuid.UUID, *, kind: str, dedupe_key: str | None = None
+    uow: UnitOfWork,
+    tenant_id: uuid.UUID,
+    *,
+    kind: str,
+    dedupe_key: str | None = None,
+    args: dict[str, Any] | None = None,
 ) -> Job:
-    """A PENDING job, or the PENDING/RUNNING one with the same dedupe key (enqueue is idempotent)."""
+    """A PENDING job, or the PENDING/RUNNING one with the same dedupe key (enqueue is idempotent).
+
+    ``args`` are what the job function takes besides the tenant and job ids: stored with the job,
+    so lost work can be enqueued again from the record."""
     if dedupe_key is not None:
         existing = await uow.jobs.active_with_key(dedupe_key)
         if existing is not None:
             return existing
-    return await uow.jobs.add(uuid.uuid4(), tenant_id=tenant_id, kind=kind, dedupe_key=dedupe_key)
+    return await uow.jobs.add(uuid.uuid4(), tenant_id=tenant_id, kind=kind, dedupe_key=dedupe_key, args=args)
 
 
 async def get_job(uow: UnitOfWork, actor: Actor, job_id: uuid.UUID) -> Job:

@@ -14,8 +14,10 @@ from prometheus_client import Counter, Histogram
 
 from domain import askvx, jobs, prompts
 from domain.ai import ModelError, PromptMessage, TextDelta, Usage
-from jobs.context import WorkerContext
+from jobs.context import WorkerContext, WorkerRuntime
+from jobs.recovery import db_retry, job_heartbeat, reply_heartbeat
 from persistence.askvx_repos import tenant_ids
+from persistence.recovery import RecoveryRepo
 
 log = logging.getLogger("brandvx.jobs.askvx")
 
@@ -52,11 +54,24 @@ async def askvx_reply(ctx: WorkerContext, tenant_id: str, message_id: str) -> st
     async with rt.db.transaction(tenant_id=tenant, role=SYSTEM_ROLE) as uow:
         work = await askvx.prepare_reply(uow, tenant, message)
         plan = (await uow.usage.current(tenant)).plan.tier.value if work else ""
+        if work is not None:
+            # Started: from now on the reconciler never enqueues it again (a second run would
+            # repeat text); if the heartbeats stop, it fails the reply instead.
+            await RecoveryRepo(uow.connection).beat_reply(message)
     if work is None:
         return "already answered"
+    async with reply_heartbeat(rt, tenant, message):
+        return await _stream_reply(rt, tenant_id, tenant, message, work, plan)
+
+
+async def _stream_reply(
+    rt: WorkerRuntime, tenant_id: str, tenant: uuid.UUID, message: uuid.UUID, work: askvx.ReplyWork, plan: str
+) -> str:
+    message_id = str(message)
     key = rt.events.chat_key(message_id)
     started = time.perf_counter()
     parts: list[str] = []
+    written = 0
     usage: Usage | None = None
     error: ModelError | None = None
     try:
@@ -65,8 +80,11 @@ async def askvx_reply(ctx: WorkerContext, tenant_id: str, message_id: str) -> st
                 if isinstance(item, TextDelta):
                     if not parts:
                         AI_FIRST_TOKEN.observe(time.perf_counter() - started)
+                    # "o": where the delta starts in the reply, so a follower can tell a gap
+                    # (entries lost while Redis was away) from the next piece of text.
+                    await rt.events.append(key, {"d": item.text, "o": str(written)})
                     parts.append(item.text)
-                    await rt.events.append(key, {"d": item.text})
+                    written += len(item.text)
                 else:
                     usage = item
     except ModelError as exc:
@@ -85,8 +103,13 @@ async def askvx_reply(ctx: WorkerContext, tenant_id: str, message_id: str) -> st
         "offline": rt.model.offline,
     }
     if error is not None:
-        async with rt.db.transaction(tenant_id=tenant, role=SYSTEM_ROLE) as uow:
-            await askvx.fail_reply(uow, message, text=text, error=error.message)
+        failed = error
+
+        async def fail() -> None:
+            async with rt.db.transaction(tenant_id=tenant, role=SYSTEM_ROLE) as uow:
+                await askvx.fail_reply(uow, message, text=text, error=failed.message)
+
+        await db_retry(fail)
         await rt.events.close(key, {"error": error.message})
         AI_ERRORS.labels(error.kind).inc()
         rt.analytics.capture(tenant_id, "ask.response_error", {**properties, "error_kind": error.kind})
@@ -96,8 +119,14 @@ async def askvx_reply(ctx: WorkerContext, tenant_id: str, message_id: str) -> st
     # the tenant's usage and summary rows, each holding a pooled connection meanwhile; when a burst of
     # replies ended together that drained the pool, and every overflow connection opened and closed
     # again cost far more than the finish (bench/README.md, askvx_latency).
-    async with _finishing(tenant), rt.db.transaction(tenant_id=tenant, role=SYSTEM_ROLE) as uow:
-        await askvx.finish_reply(uow, tenant, work, text=text, usage=usage, model=rt.model.name)
+    used = usage
+
+    async def finish() -> None:
+        async with _finishing(tenant), rt.db.transaction(tenant_id=tenant, role=SYSTEM_ROLE) as uow:
+            await askvx.finish_reply(uow, tenant, work, text=text, usage=used, model=rt.model.name)
+
+    # The text exists only in this process until this commits: ride out a PostgreSQL restart.
+    await db_retry(finish)
     # The record is committed before subscribers hear "done", so a reload after "done" sees COMPLETE.
     await rt.events.close(key, {})
     AI_CHAT_USED.labels(plan).inc()
@@ -115,8 +144,11 @@ async def generate_strategy(ctx: WorkerContext, tenant_id: str, job_id: str, goa
     key = rt.events.job_key(job_id)
 
     async def report(fraction: float, message: str) -> None:
-        async with rt.db.transaction(tenant_id=tenant, role=SYSTEM_ROLE) as uow:
-            await jobs.progress(uow, job, fraction, message)
+        async def write() -> None:
+            async with rt.db.transaction(tenant_id=tenant, role=SYSTEM_ROLE) as uow:
+                await jobs.progress(uow, job, fraction, message)
+
+        await db_retry(write)
         await rt.events.append(key, {"progress": f"{fraction:.3f}", "message": message})
 
     async with rt.db.transaction(tenant_id=tenant, role=SYSTEM_ROLE) as uow:
@@ -131,28 +163,43 @@ async def generate_strategy(ctx: WorkerContext, tenant_id: str, job_id: str, goa
     prompt = [*base, PromptMessage("user", request)]
     parts: list[str] = []
     last_report = time.monotonic()
-    try:
-        async with asyncio.timeout(rt.settings.ai_timeout_seconds):
-            async for item in rt.model.stream(prompt):
-                if isinstance(item, TextDelta):
-                    parts.append(item.text)
-                    if time.monotonic() - last_report > 1.0:
-                        last_report = time.monotonic()
-                        written = sum(len(p) for p in parts)
-                        # Strategy documents run to a few thousand characters; progress is an estimate.
-                        await report(min(0.9, 0.1 + written / 6000), "Writing the strategy")
-    except (ModelError, TimeoutError) as exc:
-        message = exc.message if isinstance(exc, ModelError) else "The AI provider took too long to answer."
-        async with rt.db.transaction(tenant_id=tenant, role=SYSTEM_ROLE) as uow:
-            await jobs.fail(uow, job, message)
-        await rt.events.close(key, {"status": "FAILED", "error": message})
+    failure: str | None = None
+    async with job_heartbeat(rt, tenant, job):
+        try:
+            async with asyncio.timeout(rt.settings.ai_timeout_seconds):
+                async for item in rt.model.stream(prompt):
+                    if isinstance(item, TextDelta):
+                        parts.append(item.text)
+                        if time.monotonic() - last_report > 1.0:
+                            last_report = time.monotonic()
+                            written = sum(len(p) for p in parts)
+                            # Strategy documents run to a few thousand characters; progress is an estimate.
+                            await report(min(0.9, 0.1 + written / 6000), "Writing the strategy")
+        except (ModelError, TimeoutError) as exc:
+            failure = (
+                exc.message if isinstance(exc, ModelError) else "The AI provider took too long to answer."
+            )
+        document = "".join(parts)
+
+        async def finish() -> None:
+            async with rt.db.transaction(tenant_id=tenant, role=SYSTEM_ROLE) as uow:
+                if failure is not None:
+                    await jobs.fail(uow, job, failure)
+                    return
+                artifact = await uow.artifacts.add(
+                    tenant_id=tenant, kind="strategy", content=document, job_id=job
+                )
+                await jobs.complete(
+                    uow,
+                    job,
+                    {"artifactId": str(artifact), "kind": "strategy", "characters": len(document)},
+                    "Done",
+                )
+
+        await db_retry(finish)
+    if failure is not None:
+        await rt.events.close(key, {"status": "FAILED", "error": failure})
         return "failed"
-    document = "".join(parts)
-    async with rt.db.transaction(tenant_id=tenant, role=SYSTEM_ROLE) as uow:
-        artifact = await uow.artifacts.add(tenant_id=tenant, kind="strategy", content=document, job_id=job)
-        await jobs.complete(
-            uow, job, {"artifactId": str(artifact), "kind": "strategy", "characters": len(document)}, "Done"
-        )
     await rt.events.close(key, {"status": "COMPLETED", "progress": "1"})
     return "complete"
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
+from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
 from redis.exceptions import RedisError
 
 log = logging.getLogger("brandvx.jobs.queue")
@@ -35,11 +36,12 @@ class ArqQueue:
                 self._pool = await create_pool(self._settings, default_queue_name=self._queue_name)
             return self._pool
 
-    async def enqueue(self, function: str, *args: Any, job_id: str | None = None) -> None:
+    async def enqueue(self, function: str, *args: Any, job_id: str | None = None) -> bool:
+        """False when ARQ already has a job with this id (queued, running, or its result kept)."""
         pool = await self._get_pool()
         job = await pool.enqueue_job(function, *args, _job_id=job_id)
         if job is None:
-            return  # ARQ already has a job with this id
+            return False
         # Workers poll the queue every half second; a wake-up lets an idle one start now (an AskVX
         # reply's first token waited for that poll). Lost or late wake-ups only cost the poll delay.
         try:
@@ -49,6 +51,18 @@ class ArqQueue:
                 await pipe.execute()
         except RedisError as exc:  # the job is queued: without the wake-up it starts at the next poll
             log.warning("could not announce job %s (%s)", job.job_id, type(exc).__name__)
+        return True
+
+    async def forget(self, job_id: str) -> None:
+        """Drop what ARQ keeps of a job whose worker is gone (its in-progress mark, retry count and
+        result), so that the same id can be enqueued again now rather than after its timeout."""
+        pool = await self._get_pool()
+        await pool.delete(
+            job_key_prefix + job_id,
+            in_progress_key_prefix + job_id,
+            retry_key_prefix + job_id,
+            result_key_prefix + job_id,
+        )
 
     async def aclose(self) -> None:
         if self._pool is not None:

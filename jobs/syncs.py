@@ -18,13 +18,15 @@ from domain.model import ConnectionStatus, Provider
 from domain.sync import IncompleteSync, ProviderError
 from domain.syncs import SyncStats, ingest_appointments
 from jobs.context import WorkerContext, WorkerRuntime
+from jobs.recovery import MAX_SYNC_TRIES, db_retry, job_heartbeat
+from persistence.availability import unavailable_dependency
 
 log = logging.getLogger("brandvx.jobs.syncs")
 
 SyncKind = Literal["calendar", "inventory"]
 CALENDAR_KIND = "calendar_sync"
 INVENTORY_KIND = "inventory_sync"
-MAX_TRIES = 5
+MAX_TRIES = MAX_SYNC_TRIES
 SYSTEM_ROLE = "SYSTEM"
 
 SYNC_RECORDS = Counter("sync_records_total", "Records fetched by syncs", ["provider", "kind"])
@@ -50,8 +52,31 @@ async def sync_inventory(ctx: WorkerContext, tenant_id: str, job_id: str, provid
 async def _run(
     ctx: WorkerContext, kind: SyncKind, tenant: uuid.UUID, job_id: uuid.UUID, providers: list[Provider]
 ) -> str:
-    rt = ctx["runtime"]
+    """One attempt, with a heartbeat on the job's row; PostgreSQL unreachable for longer than a
+    step's retries (a restart mid-sync) retries the job, whose body is idempotent."""
     attempt = int(ctx.get("job_try", 1))
+    try:
+        async with job_heartbeat(ctx["runtime"], tenant, job_id):
+            return await _attempt(ctx, kind, tenant, job_id, providers, attempt)
+    except Exception as exc:
+        if unavailable_dependency(exc) != "database" or attempt >= MAX_TRIES:
+            raise
+        delay = min(60, 2**attempt)
+        log.warning(
+            "sync job %s: database unavailable (%s); retrying in %d s", job_id, type(exc).__name__, delay
+        )
+        raise Retry(defer=timedelta(seconds=delay)) from None
+
+
+async def _attempt(
+    ctx: WorkerContext,
+    kind: SyncKind,
+    tenant: uuid.UUID,
+    job_id: uuid.UUID,
+    providers: list[Provider],
+    attempt: int,
+) -> str:
+    rt = ctx["runtime"]
     key = rt.events.job_key(str(job_id))
 
     async def publish() -> None:
@@ -68,10 +93,14 @@ async def _run(
 
             async def progress(fraction: float, message: str, _i: int = index) -> None:
                 overall = 0.05 + 0.9 * (_i + min(fraction, 1.0)) / len(providers)
-                async with rt.db.transaction(tenant_id=tenant, role=SYSTEM_ROLE) as uow:
-                    if await jobs.cancel_requested(uow, job_id):
-                        raise Cancelled
-                    await jobs.progress(uow, job_id, overall, message)
+
+                async def write() -> None:
+                    async with rt.db.transaction(tenant_id=tenant, role=SYSTEM_ROLE) as uow:
+                        if await jobs.cancel_requested(uow, job_id):
+                            raise Cancelled
+                        await jobs.progress(uow, job_id, overall, message)
+
+                await db_retry(write)
                 await publish()
 
             stats = await _sync_one(rt, kind, tenant, job_id, provider, progress)
@@ -91,8 +120,12 @@ async def _run(
         return await _fail(rt, tenant, job_id, key, exc.message, results)
     except (NotConnected, IncompleteSync) as exc:
         return await _fail(rt, tenant, job_id, key, str(exc), results)
-    async with rt.db.transaction(tenant_id=tenant, role=SYSTEM_ROLE) as uow:
-        await jobs.complete(uow, job_id, {"providers": results}, "Done")
+
+    async def complete() -> None:
+        async with rt.db.transaction(tenant_id=tenant, role=SYSTEM_ROLE) as uow:
+            await jobs.complete(uow, job_id, {"providers": results}, "Done")
+
+    await db_retry(complete)
     await rt.events.close(key, {"changed": "1"})
     return "complete"
 

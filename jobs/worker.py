@@ -11,16 +11,19 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from arq import cron, func
+from arq import create_pool, cron, func
 from arq.connections import RedisSettings
 from arq.worker import Worker
+from prometheus_client import Gauge
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from jobs.askvx import askvx_reply, askvx_retention, askvx_sweep, generate_strategy
 from jobs.context import WorkerContext, WorkerRuntime
 from jobs.queue import wake_key
+from jobs.recovery import recover_work
 from jobs.syncs import MAX_TRIES, jobs_sweep, sync_calendar, sync_inventory
+from persistence.availability import OUTAGES, unavailable_dependency
 
 log = logging.getLogger("brandvx.worker")
 
@@ -32,6 +35,9 @@ POLL_DELAY_SECONDS = 0.5
 MAX_JOBS = 50
 WAKE_WAIT_SECONDS = 5
 WAKE_BUSY_SECONDS = 0.05
+MAX_BACKOFF_SECONDS = 5.0
+
+REDIS_AVAILABLE = Gauge("worker_redis_available", "1 while the worker's last poll of Redis worked")
 
 
 def heartbeat_key(key_prefix: str) -> str:
@@ -53,10 +59,12 @@ class BrandvxWorker(Worker):
         self.wake_redis_url = wake_redis_url
         self.wake_key = wake_key(self.queue_name)
         self.ready = asyncio.Event()  # set by on_startup: no job may start before its context exists
+        self.redis_failures = 0  # polls failed in a row because Redis was unreachable
 
     async def main(self) -> None:
         # The wake task lives exactly as long as ARQ's main loop: a signal, a cancelled inline
         # worker or close() all end it here, before ARQ winds down the jobs it started.
+        await self._connect()
         waker = asyncio.create_task(self._wake_on_enqueue(), name="arq-wake")
         try:
             await super().main()
@@ -64,6 +72,45 @@ class BrandvxWorker(Worker):
             waker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await waker
+
+    async def _connect(self) -> None:
+        """ARQ gives up after a few tries when Redis is down at start: keep trying, with backoff."""
+        failures = 0
+        while self._pool is None:
+            try:
+                self._pool = await create_pool(
+                    self.redis_settings,
+                    job_deserializer=self.job_deserializer,
+                    job_serializer=self.job_serializer,
+                    default_queue_name=self.queue_name,
+                    expires_extra_ms=self.expires_extra_ms,
+                )
+            except Exception as exc:
+                if unavailable_dependency(exc) is None:
+                    raise
+                OUTAGES["redis"].failed(exc)
+                REDIS_AVAILABLE.set(0)
+                failures += 1
+                await asyncio.sleep(min(MAX_BACKOFF_SECONDS, POLL_DELAY_SECONDS * 2**failures))
+        REDIS_AVAILABLE.set(1)
+
+    async def _poll_iteration(self) -> None:
+        # ARQ lets a Redis error in its poll escape main(), and the process exits (code 1) whenever
+        # Redis restarts. Ride it out instead: the next poll reconnects, after a growing pause.
+        try:
+            await super()._poll_iteration()
+        except Exception as exc:
+            if unavailable_dependency(exc) is None:
+                raise
+            OUTAGES["redis"].failed(exc)
+            REDIS_AVAILABLE.set(0)
+            self.redis_failures += 1
+            await asyncio.sleep(min(MAX_BACKOFF_SECONDS, POLL_DELAY_SECONDS * 2**self.redis_failures))
+            return
+        if self.redis_failures:
+            self.redis_failures = 0
+            REDIS_AVAILABLE.set(1)
+            OUTAGES["redis"].recovered()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         # Running jobs stay in ARQ's queue until they finish, and every poll re-checks each of them
@@ -153,6 +200,8 @@ def build_worker(
             # ARQ re-delivers a killed worker's jobs after the longest timeout of ANY function (cron
             # included) + 10 s: crons stay within the job timeouts; retention deletes in batches.
             cron(askvx_sweep, name="askvx_sweep", minute=EVERY_5_MIN, second=7, timeout=cron_timeout),  # type: ignore[arg-type]
+            # Lost work (Redis came back empty, a worker or job died) is started again from the record.
+            cron(recover_work, name="recover_work", second={3, 18, 33, 48}, timeout=cron_timeout),  # type: ignore[arg-type]
             cron(jobs_sweep, name="jobs_sweep", minute=EVERY_5_MIN, second=37, timeout=cron_timeout),  # type: ignore[arg-type]
             cron(askvx_retention, name="askvx_retention", minute={17}, second=0, timeout=cron_timeout),  # type: ignore[arg-type]
         ],

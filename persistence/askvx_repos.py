@@ -411,7 +411,15 @@ class JobRepo:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
 
-    async def add(self, job_id: uuid.UUID, *, tenant_id: uuid.UUID, kind: str, dedupe_key: str | None) -> Job:
+    async def add(
+        self,
+        job_id: uuid.UUID,
+        *,
+        tenant_id: uuid.UUID,
+        kind: str,
+        dedupe_key: str | None,
+        args: dict[str, Any] | None = None,
+    ) -> Job:
         """A new PENDING job; with a dedupe key, the active job of that key if one exists (even one a
         concurrent transaction is creating: the insert waits for it and then yields to it)."""
         row = (
@@ -426,6 +434,7 @@ class JobRepo:
                     dedupe_key=dedupe_key,
                     cancel_requested=False,
                     attempts=0,
+                    args=args or {},
                     created_at=func.now(),
                     updated_at=func.now(),
                 )
@@ -476,6 +485,7 @@ class JobRepo:
             if status is JobStatus.RUNNING:
                 values["started_at"] = func.coalesce(t.jobs.c.started_at, func.now())
                 values["attempts"] = t.jobs.c.attempts + 1
+                values["heartbeat_at"] = func.now()
             if status.finished:
                 values["finished_at"] = func.now()
         for name, value in (

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import text
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from domain.model import Actor
@@ -51,7 +52,10 @@ class SqlUnitOfWork:
 class Database:
     def __init__(self, url: URL, *, pool_size: int = 10) -> None:
         self.engine: AsyncEngine = create_async_engine(
-            url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800
+            url,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_recycle=1800,
         )
 
     async def dispose(self) -> None:
@@ -66,18 +70,34 @@ class Database:
         role: str | None = None,
         api_key_hash: bytes | None = None,
     ) -> AsyncIterator[SqlUnitOfWork]:
-        """Commit once at the end, roll back on any error."""
-        async with self.engine.connect() as conn, conn.begin():
-            await conn.execute(
-                _SCOPE_SQL,
-                {
-                    "tenant_id": str(tenant_id) if tenant_id else "",
-                    "user_id": user_id or "",
-                    "role": role or "",
-                    "key_hash": api_key_hash.hex() if api_key_hash else "",
-                },
-            )
-            yield SqlUnitOfWork(conn)
+        """Commit once at the end, roll back on any error.
+
+        A pooled connection that died with its server (PostgreSQL restarted) fails the scope
+        statement, the first of the transaction: SQLAlchemy then marks every older pooled connection
+        stale, and the transaction starts again once on a new connection. (Cheaper than
+        ``pool_pre_ping``, a round trip on every checkout.)"""
+        scope = {
+            "tenant_id": str(tenant_id) if tenant_id else "",
+            "user_id": user_id or "",
+            "role": role or "",
+            "key_hash": api_key_hash.hex() if api_key_hash else "",
+        }
+        for attempt in (1, 2):
+            async with self.engine.connect() as conn:
+                try:
+                    transaction = await conn.begin()
+                    await conn.execute(_SCOPE_SQL, scope)
+                except DBAPIError as exc:
+                    if exc.connection_invalidated and attempt == 1:
+                        continue
+                    raise
+                try:
+                    yield SqlUnitOfWork(conn)
+                except BaseException:
+                    await transaction.rollback()
+                    raise
+                await transaction.commit()
+                return
 
     def for_actor(self, actor: Actor) -> AbstractAsyncContextManager[SqlUnitOfWork]:
         return self.transaction(

@@ -30,6 +30,7 @@ from typing import Any, Final
 from redis.asyncio import Redis
 
 from domain.ai import ReplyEvent
+from persistence.availability import OUTAGES, unavailable_dependency
 
 __all__ = ["ChatReplyFeed", "Entry", "EventStreams", "JobEventFeed"]
 
@@ -104,7 +105,10 @@ class _Reader:
                     # Redis restarted or the connection dropped: read again from the same positions,
                     # so nothing is lost. Meanwhile followers see silence, and the callers check the
                     # record (a reply that finished is still delivered from PostgreSQL).
-                    log.warning("event stream reader failed (%s); reading again", type(exc).__name__)
+                    if unavailable_dependency(exc) == "redis":
+                        OUTAGES["redis"].failed(exc)  # logged once per outage
+                    else:
+                        log.warning("event stream reader failed (%s); reading again", type(exc).__name__)
                     self.named = False  # a new connection has no name yet
                     await asyncio.sleep(_RETRY_SECONDS)
                     if not self.queues:
@@ -210,9 +214,12 @@ class EventStreams:
                             pipe.expire(key, ttl)
                     await pipe.execute()
             except Exception as exc:
-                log.warning(
-                    "%d stream entries could not be written (%s)", len(batch.commands), type(exc).__name__
-                )
+                if unavailable_dependency(exc) == "redis":
+                    OUTAGES["redis"].failed(exc)
+                else:
+                    log.warning(
+                        "%d stream entries could not be written (%s)", len(batch.commands), type(exc).__name__
+                    )
                 for key, _fields, _ttl in batch.commands:
                     self._lost.add(key)
                     self._expiring.discard(key)  # its EXPIRE may have been in this batch
@@ -308,13 +315,20 @@ class EventStreams:
 
 
 class ChatReplyFeed:
-    """Implements domain.ai.ReplyFeed over EventStreams."""
+    """Implements domain.ai.ReplyFeed over EventStreams.
+
+    Every event it yields continues the last: ``text == previous text + delta``. Delta entries carry
+    their offset in the reply (``o``); when one starts past the text so far, entries were lost
+    (written while Redis was unreachable, or Redis came back empty), and the feed stops taking
+    deltas: it yields ``None`` (the caller finishes the reply from the record, from the offset the
+    subscriber already has) and keeps following only to learn when the reply ends."""
 
     def __init__(self, streams: EventStreams) -> None:
         self._streams = streams
 
     async def follow(self, message_id: str, *, idle_seconds: float) -> AsyncIterator[ReplyEvent | None]:
         text = ""
+        gap = False
         key = self._streams.chat_key(message_id)
         async for entries in self._streams.follow(key, idle_seconds=idle_seconds):
             if entries is None:
@@ -323,23 +337,50 @@ class ChatReplyFeed:
             # Entries that arrived together leave as one event: under load that is fewer, not later, events.
             # The final entry still leaves as an event of its own, so "done" always looks the same.
             delta = ""
+            had_gap = gap
             for _entry_id, fields in entries:
-                if fields.get("done") == "1":
-                    if delta:
-                        text += delta
-                        yield ReplyEvent(delta=delta, text=text, done=False, error=None)
-                    if fields.get("resync") == "1":
-                        # Some deltas never reached the stream: the caller finishes from the record.
-                        yield None
-                        return
-                    final = fields.get("d", "")
-                    text += final
-                    yield ReplyEvent(delta=final, text=text, done=True, error=fields.get("error") or None)
+                done = fields.get("done") == "1"
+                if not gap:
+                    piece = _continuation(fields, len(text) + len(delta))
+                    if piece is None:
+                        gap = True
+                    elif not done:
+                        delta += piece
+                        continue
+                if not done:
+                    continue
+                if delta:
+                    text += delta
+                    yield ReplyEvent(delta=delta, text=text, done=False, error=None)
+                if gap or fields.get("resync") == "1":
+                    # Some deltas never reached the stream: the caller finishes from the record.
+                    yield None
                     return
-                delta += fields.get("d", "")
+                final = fields.get("d", "")
+                text += final
+                yield ReplyEvent(delta=final, text=text, done=True, error=fields.get("error") or None)
+                return
             if delta:
                 text += delta
                 yield ReplyEvent(delta=delta, text=text, done=False, error=None)
+            if gap and not had_gap:
+                log.info(
+                    "reply %s: stream entries were lost; it will be finished from the record", message_id
+                )
+                yield None
+
+
+def _continuation(fields: Mapping[str, str], length: int) -> str | None:
+    """The part of an entry's delta that continues a text of ``length`` characters; None if the
+    entry starts past it (a gap). Entries without an offset (older workers) are taken as they come."""
+    piece = fields.get("d", "")
+    offset = fields.get("o")
+    if offset is None or not offset.isdigit():
+        return piece
+    start = int(offset)
+    if start > length:
+        return None
+    return piece[length - start :]  # an entry written twice adds only what is new
 
 
 class JobEventFeed:

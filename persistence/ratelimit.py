@@ -4,11 +4,14 @@ every API replica shares one budget per tenant and clock skew between replicas d
 from __future__ import annotations
 
 import math
-from typing import Final
+import time
+from collections import OrderedDict
+from typing import Any, Final
 
 from redis.asyncio import Redis
 
 from domain.throttle import Throttle
+from persistence.availability import OUTAGES, unavailable_dependency
 
 # KEYS[1]: the bucket. ARGV: capacity, restore rate (points/s), cost. Returns {allowed, level}.
 _SPEND: Final = """
@@ -62,3 +65,86 @@ class RedisCostBudget:
             restore_rate=self._rate,
             retry_after_seconds=math.ceil(wait * 10) / 10,
         )
+
+
+class MemoryCostBudget:
+    """The same leaky bucket, in this process's memory: the fallback while Redis is unreachable.
+
+    Each process counts only what it serves itself, so with N replicas a tenant may spend up to N
+    budgets during an outage. At most ``max_keys`` buckets are kept (least recently used go first:
+    a forgotten bucket is a full one, which errs on the side of serving)."""
+
+    def __init__(
+        self, *, maximum: int, restore_rate: float, max_keys: int = 10_000, clock: Any = time.monotonic
+    ) -> None:
+        if maximum <= 0 or restore_rate <= 0 or max_keys <= 0:
+            raise ValueError("a budget needs a positive size, restore rate and key limit")
+        self._maximum = maximum
+        self._rate = restore_rate
+        self._max_keys = max_keys
+        self._clock = clock
+        self._levels: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (level, at)
+
+    @property
+    def maximum(self) -> int:
+        return self._maximum
+
+    def __len__(self) -> int:
+        return len(self._levels)
+
+    async def spend(self, key: str, cost: int) -> Throttle:
+        now = self._clock()
+        level, at = self._levels.pop(key, (0.0, now))
+        level = max(0.0, level - (now - at) * self._rate)
+        allowed = level + cost <= self._maximum
+        if allowed:
+            level += cost
+        self._levels[key] = (level, now)
+        while len(self._levels) > self._max_keys:
+            self._levels.popitem(last=False)
+        available = max(0.0, self._maximum - level)
+        wait = 0.0 if allowed else max(0.0, cost - available) / self._rate
+        return Throttle(
+            allowed=allowed,
+            maximum=self._maximum,
+            available=available,
+            restore_rate=self._rate,
+            retry_after_seconds=math.ceil(wait * 10) / 10,
+        )
+
+
+class FallbackCostBudget:
+    """Redis's shared budget while Redis answers; this process's own while it does not, so queries
+    and mutations keep working through a Redis outage. Redis is tried again at most once a second."""
+
+    def __init__(
+        self, shared: RedisCostBudget, local: MemoryCostBudget, *, probe_seconds: float = 1.0
+    ) -> None:
+        self._shared = shared
+        self._local = local
+        self._probe_seconds = probe_seconds
+        self._down_until = 0.0
+
+    @property
+    def maximum(self) -> int:
+        return self._shared.maximum
+
+    @property
+    def using_fallback(self) -> bool:
+        return self._down_until > 0
+
+    async def spend(self, key: str, cost: int) -> Throttle:
+        if time.monotonic() >= self._down_until:
+            try:
+                throttle = await self._shared.spend(key, cost)
+            except Exception as exc:
+                if unavailable_dependency(exc) != "redis":
+                    raise
+                OUTAGES["redis"].failed(exc)
+                self._down_until = time.monotonic() + self._probe_seconds
+            else:
+                if self._down_until:
+                    self._down_until = 0.0
+                    OUTAGES["redis"].recovered()
+                return throttle
+        return await self._local.spend(key, cost)

@@ -14,6 +14,7 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
@@ -157,6 +158,8 @@ jobs = Table(
     Column("finished_at", DateTime(timezone=True)),
     Column("cancel_requested", Boolean, nullable=False),
     Column("attempts", Integer, nullable=False),
+    Column("heartbeat_at", DateTime(timezone=True)),
+    Column("args", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
 )
 
 askvx_sessions = Table(
@@ -185,6 +188,7 @@ askvx_messages = Table(
     Column("output_tokens", Integer),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("completed_at", DateTime(timezone=True)),
+    Column("heartbeat_at", DateTime(timezone=True)),
 )
 
 trainvx_memories = Table(

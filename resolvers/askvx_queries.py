@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
 
@@ -14,6 +15,8 @@ from domain.pagination import Page, PageRequest
 from resolvers.context import Context
 
 IDLE_RECHECK_SECONDS = 15.0
+
+log = logging.getLogger("brandvx.askvx")
 
 
 async def list_sessions(ctx: Context, *, first: int | None, after: str | None) -> Page[ChatSession]:
@@ -61,14 +64,33 @@ async def follow_reply(ctx: Context, message_id: uuid.UUID) -> AsyncIterator[Rep
             # Quiet for a while: the record says whether the reply ended without a final event.
             current = await _reply_message(ctx, message_id)
             if current.status is not ChatMessageStatus.STREAMING:
-                rest = current.content[len(text) :] if current.content.startswith(text) else current.content
-                yield ReplyEvent(delta=rest, text=current.content, done=True, error=current.error)
+                yield _finish_from_record(current, sent=text)
                 return
             continue
         text = event.text
         yield event
         if event.done:
             return
+    # The feed ended without a final event (its last entries were lost): the record has the end.
+    current = await _reply_message(ctx, message_id)
+    if current.status is not ChatMessageStatus.STREAMING:
+        yield _finish_from_record(current, sent=text)
+
+
+def _finish_from_record(message: ChatMessage, *, sent: str) -> ReplyEvent:
+    """The last event, from the record: only what the subscriber does not have yet, so that
+    ``text == previous text + delta`` holds for this event too."""
+    if message.content.startswith(sent):
+        rest = message.content[len(sent) :]
+        return ReplyEvent(delta=rest, text=message.content, done=True, error=message.error)
+    # The record is not a continuation of what was sent (never expected): do not send text twice.
+    log.warning("reply %s: the record does not continue the streamed text", message.id)
+    return ReplyEvent(
+        delta="",
+        text=sent,
+        done=True,
+        error=message.error or "The reply changed while it was sent. Reload it.",
+    )
 
 
 async def _reply_message(ctx: Context, message_id: uuid.UUID) -> ChatMessage:

@@ -20,7 +20,13 @@ async def start_sync(ctx: Context, *, kind: str, providers: Sequence[Provider] |
         connected = [c.provider for c in await uow.connections.all()]
         chosen = jobs.choose_providers(kind, providers, supported=supported, connected=connected)
         dedupe = f"{kind}_sync:{','.join(sorted(p.value for p in chosen))}"
-        job = await jobs.create_job(uow, tenant_id, kind=f"{kind}_sync", dedupe_key=dedupe)
+        job = await jobs.create_job(
+            uow,
+            tenant_id,
+            kind=f"{kind}_sync",
+            dedupe_key=dedupe,
+            args={"providers": [p.value for p in chosen]},
+        )
     if job.status is JobStatus.PENDING:
         await ctx.services.queue.enqueue(
             f"sync_{kind}", str(tenant_id), str(job.id), [p.value for p in chosen], job_id=f"sync:{job.id}"

@@ -13,7 +13,9 @@ async def generate_strategy(ctx: Context, *, goals: str | None) -> Job:
     tenant_id = require_write(actor)
     async with ctx.transaction() as uow:
         # One strategy job at a time per tenant: asking again returns the running one.
-        job = await jobs.create_job(uow, tenant_id, kind=STRATEGY_KIND, dedupe_key=STRATEGY_KIND)
+        job = await jobs.create_job(
+            uow, tenant_id, kind=STRATEGY_KIND, dedupe_key=STRATEGY_KIND, args={"goals": goals}
+        )
     if job.status is JobStatus.PENDING:
         await ctx.services.queue.enqueue(
             "generate_strategy", str(tenant_id), str(job.id), goals, job_id=f"strategy:{job.id}"

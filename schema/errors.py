@@ -12,6 +12,7 @@ from graphql import GraphQLError
 from strawberry.extensions import MaskErrors, SchemaExtension
 
 from domain.errors import DomainError, ErrorCode
+from persistence.availability import RETRY_AFTER_SECONDS, record_failure
 
 log = logging.getLogger("brandvx.graphql")
 
@@ -23,6 +24,8 @@ BAD_USER_INPUT = "BAD_USER_INPUT"
 RATE_LIMITED = "RATE_LIMITED"
 QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"
 INTERNAL = "INTERNAL"
+SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
+UNAVAILABLE_MESSAGE = "The service is temporarily unavailable. Retry in {seconds} s."
 
 _DOMAIN_TO_TOP_LEVEL = {
     ErrorCode.INVALID: BAD_USER_INPUT,
@@ -63,8 +66,17 @@ class MaskInternalErrors(MaskErrors):
         )
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
-        error_id = uuid.uuid4().hex[:16]
         original = error.original_error
+        if original is not None and (unavailable := unavailable_error(original)) is not None:
+            return GraphQLError(
+                unavailable.message,
+                nodes=error.nodes,
+                source=error.source,
+                positions=error.positions,
+                path=error.path,
+                extensions=unavailable.extensions,
+            )
+        error_id = uuid.uuid4().hex[:16]
         # The traceback goes to the log under the id; the client sees only the id.
         log.error(
             "internal error %s in %s",
@@ -84,6 +96,13 @@ class MaskInternalErrors(MaskErrors):
             path=error.path,
             extensions={"code": INTERNAL, "errorId": error_id},
         )
+
+
+def mask_uncaught(error: GraphQLError) -> GraphQLError:
+    """An error raised before execution (by an extension) skips MaskErrors: mask it the same way."""
+    if _is_expected(error) or (error.extensions or {}).get("code"):
+        return error
+    return MaskInternalErrors().anonymise_error(error)
 
 
 class ErrorCodes(SchemaExtension):
@@ -114,7 +133,25 @@ class ErrorCodes(SchemaExtension):
 T = TypeVar("T")
 
 
+def unavailable_error(original: BaseException) -> ApiError | None:
+    """SERVICE_UNAVAILABLE with a retry hint when ``original`` says Redis or PostgreSQL is unreachable
+    (logged once per outage, under the id the client gets); None for anything else."""
+    failure = record_failure(original)
+    if failure is None:
+        return None
+    _dependency, error_id = failure
+    return ApiError(
+        UNAVAILABLE_MESSAGE.format(seconds=RETRY_AFTER_SECONDS),
+        SERVICE_UNAVAILABLE,
+        errorId=error_id,
+        retryAfterSeconds=RETRY_AFTER_SECONDS,
+    )
+
+
 def _internal(original: BaseException) -> ApiError:
+    unavailable = unavailable_error(original)
+    if unavailable is not None:
+        return unavailable
     error_id = uuid.uuid4().hex[:16]
     log.error("internal error %s in a subscription", error_id, exc_info=original)
     with sentry_sdk.new_scope() as scope:

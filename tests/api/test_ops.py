@@ -45,7 +45,12 @@ async def test_health_reports_each_subsystem(migrated: Settings) -> None:
 async def test_ready_after_migrations(client: httpx.AsyncClient) -> None:
     response = await client.get("/ready")
     assert response.status_code == 200
-    assert response.json() == {"ready": True, "schemaRevision": head_revision()}
+    assert response.json() == {
+        "ready": True,
+        "schemaRevision": head_revision(),
+        "checks": {"database": "ok", "redis": "ok"},
+        "rateLimiter": "redis",
+    }
 
 
 async def test_ready_is_503_until_migrations_are_applied(migrated: Settings) -> None:

@@ -8,49 +8,25 @@ cron re-enqueues what the record says is queued and ends what no worker runs any
 from __future__ import annotations
 
 import asyncio
-import base64
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
-from arq.constants import in_progress_key_prefix, job_key_prefix
+from arq.constants import in_progress_key_prefix
 from redis.asyncio import Redis
 from sqlalchemy import text
 
 from brandvx.runtime import Runtime, worker_runtime
 from brandvx.settings import Settings
 from domain.ai import ReplyEvent, Usage
-from domain.model import Actor, ChatMessageStatus, JobStatus, Role
+from domain.model import Actor, ChatMessageStatus, ChatRole, JobStatus, Role
 from jobs.context import WorkerContext, WorkerRuntime
 from jobs.recovery import REPLY_LOST, WORKER_LOST, recover_work, reply_job_id, strategy_job_id, sync_job_id
 from persistence.ratelimit import FallbackCostBudget, MemoryCostBudget, RedisCostBudget
 from resolvers.askvx_queries import follow_reply
 from resolvers.context import Context
-from tests.conftest import TenantFixture, free_port, gql
-
-SEND = """
-mutation($s: ID!, $c: String!) {
-  sendChatMessage(input: {sessionId: $s, content: $c}) { replyMessage { id } userErrors { code } }
-}
-"""
-START = 'mutation { startChatSession(input: {title: "t"}) { session { id } } }'
-
-
-def uuid_of(global_id: str) -> uuid.UUID:
-    return uuid.UUID(
-        base64.urlsafe_b64decode(global_id + "=" * (-len(global_id) % 4)).decode().split(":", 1)[1]
-    )
-
-
-async def streaming_reply(client: httpx.AsyncClient, tenant: TenantFixture) -> uuid.UUID:
-    """A reply STREAMING in the record (no worker runs in this app: nothing answers it)."""
-    auth = {"token": tenant.owner.token, "tenant": tenant.uuid}
-    session = (await gql(client, START, **auth))["data"]["startChatSession"]["session"]["id"]
-    payload = (await gql(client, SEND, {"s": session, "c": "Hello?"}, **auth))["data"]["sendChatMessage"]
-    assert payload["userErrors"] == []
-    return uuid_of(payload["replyMessage"]["id"])
+from tests.conftest import TenantFixture, free_port
 
 
 def owner_context(runtime: Runtime, tenant: TenantFixture) -> Context:
@@ -66,9 +42,9 @@ def assert_continuous(events: list[ReplyEvent]) -> None:
 
 
 async def test_a_reply_with_lost_deltas_is_finished_from_the_record_without_repeating_text(
-    runtime: Runtime, client: httpx.AsyncClient, tenant: TenantFixture
+    runtime: Runtime, tenant: TenantFixture
 ) -> None:
-    reply = await streaming_reply(client, tenant)
+    reply = await _reply_row(runtime, uuid.UUID(tenant.uuid))
     key = runtime.events.chat_key(str(reply))
     events: list[ReplyEvent] = []
     first_two = asyncio.Event()
@@ -100,10 +76,10 @@ async def test_a_reply_with_lost_deltas_is_finished_from_the_record_without_repe
 
 
 async def test_a_stream_that_lost_its_start_is_taken_from_the_record(
-    runtime: Runtime, client: httpx.AsyncClient, tenant: TenantFixture
+    runtime: Runtime, tenant: TenantFixture
 ) -> None:
     """Redis came back empty mid-reply: the stream starts at an offset past 0."""
-    reply = await streaming_reply(client, tenant)
+    reply = await _reply_row(runtime, uuid.UUID(tenant.uuid))
     key = runtime.events.chat_key(str(reply))
     await runtime.events.append(key, {"d": "later text", "o": "20"})
     async with runtime.db.transaction(tenant_id=uuid.UUID(tenant.uuid), role="SYSTEM") as uow:
@@ -182,13 +158,28 @@ async def _job(
     return job_id
 
 
+async def _reply_row(rt: WorkerRuntime | Runtime, tenant: uuid.UUID) -> uuid.UUID:
+    """A reply STREAMING in the record that was never enqueued anywhere (Redis lost it): made here,
+    not through the API, so that no worker of another test's stack runs it meanwhile."""
+    async with rt.db.transaction(tenant_id=tenant, role="SYSTEM") as uow:
+        session = await uow.chat.add_session(uuid.uuid4(), tenant_id=tenant, user_id="u", title="t")
+        reply = await uow.chat.add_message(
+            uuid.uuid4(),
+            session_id=session.id,
+            role=ChatRole.ASSISTANT,
+            content="",
+            status=ChatMessageStatus.STREAMING,
+        )
+    return reply.id
+
+
 async def _queued(rt: WorkerRuntime, arq_id: str) -> bool:
     pool = await rt.queue._get_pool()  # type: ignore[attr-defined]
     return await pool.zscore(rt.queue._queue_name, arq_id) is not None  # type: ignore[attr-defined]
 
 
 async def test_recover_work_restarts_what_the_record_says_is_queued_or_dead(
-    worker_rt: WorkerRuntime, runtime: Runtime, client: httpx.AsyncClient, tenant: TenantFixture
+    worker_rt: WorkerRuntime, runtime: Runtime, tenant: TenantFixture
 ) -> None:
     rt, tid = worker_rt, uuid.UUID(tenant.uuid)
     queued_sync = await _job(rt, tid, "calendar_sync", {"providers": ["SQUARE"]})
@@ -208,8 +199,8 @@ async def test_recover_work_restarts_what_the_record_says_is_queued_or_dead(
     pool = await rt.queue._get_pool()  # type: ignore[attr-defined]
     await pool.set(in_progress_key_prefix + sync_job_id(dead_sync), b"1", ex=600)
 
-    never_started = await streaming_reply(client, tenant)
-    silent_reply = await streaming_reply(client, tenant)
+    never_started = await _reply_row(rt, tid)
+    silent_reply = await _reply_row(rt, tid)
     async with rt.db.transaction(tenant_id=tid, role="SYSTEM") as uow:
         await uow.connection.execute(
             text("UPDATE askvx_messages SET created_at = now() - interval '1 minute' WHERE id = ANY(:ids)"),
@@ -219,9 +210,6 @@ async def test_recover_work_restarts_what_the_record_says_is_queued_or_dead(
             text("UPDATE askvx_messages SET heartbeat_at = now() - interval '1 minute' WHERE id = :id"),
             {"id": silent_reply},
         )
-
-    # Redis lost what the API enqueued for both replies (ARQ's job keys are not per queue).
-    await pool.delete(*(job_key_prefix + reply_job_id(m) for m in (never_started, silent_reply)))
 
     ctx: WorkerContext = {"runtime": rt}
     await recover_work(ctx)
@@ -269,3 +257,20 @@ async def test_recover_work_restarts_what_the_record_says_is_queued_or_dead(
     before = await pool.zcard(rt.queue._queue_name)  # type: ignore[attr-defined]
     await recover_work(ctx)
     assert await pool.zcard(rt.queue._queue_name) == before  # type: ignore[attr-defined]
+
+    # Leave nothing for other stacks' reconcilers (they share this database): end the work, and
+    # drop ARQ's job keys, which are not under this test's namespace.
+    async with rt.db.transaction(tenant_id=tid, role="SYSTEM") as uow:
+        await uow.connection.execute(
+            text("UPDATE jobs SET status = 'CANCELLED' WHERE status IN ('PENDING', 'RUNNING')")
+        )
+        await uow.connection.execute(
+            text("UPDATE askvx_messages SET status = 'FAILED' WHERE status = 'STREAMING'")
+        )
+    for arq_id in (
+        sync_job_id(queued_sync),
+        strategy_job_id(queued_strategy),
+        sync_job_id(dead_sync),
+        reply_job_id(never_started),
+    ):
+        await rt.queue.forget(arq_id)

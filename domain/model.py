@@ -294,10 +294,14 @@ class InventoryItem:
     id: uuid.UUID
     sku: str
     name: str
-    quantity: int
+    quantity: int | None  # None: the provider does not track this item's stock
     low_stock_threshold: int
     price_cents: int
     provider: Provider
+
+    @property
+    def tracked(self) -> bool:
+        return self.quantity is not None
 
 
 @dataclass(frozen=True)
@@ -307,3 +311,4 @@ class InventorySummary:
     low_stock_count: int
     value_cents: int
     last_synced_at: datetime | None
+    untracked_count: int = 0

@@ -73,7 +73,7 @@ class ExternalInventoryItem:
     external_id: str
     sku: str
     name: str
-    quantity: int
+    quantity: int | None  # None: stock not tracked (never low stock)
     price_cents: int
     currency: str = "USD"
     low_stock_threshold: int | None = None

@@ -514,9 +514,11 @@ class SyncRepo:
                 select(
                     func.count(),
                     func.coalesce(func.sum(func.greatest(i.quantity, 0)), 0),
+                    # An untracked item (quantity NULL) is never low: NULL <= n is not true.
                     func.count().filter(i.quantity <= i.low_stock_threshold),
                     func.coalesce(func.sum(func.greatest(i.quantity, 0) * i.price_cents), 0),
                     func.max(i.synced_at),
+                    func.count().filter(i.quantity.is_(None)),
                 )
             )
         ).one()
@@ -526,6 +528,7 @@ class SyncRepo:
             low_stock_count=int(row[2]),
             value_cents=int(row[3]),
             last_synced_at=row[4],
+            untracked_count=int(row[5]),
         )
 
     async def add_run(

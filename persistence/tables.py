@@ -279,6 +279,8 @@ appointment_sources = Table(
     Column("external_id", Text, primary_key=True),
     Column("appointment_id", UUID(as_uuid=True), nullable=False),
     Column("seen_at", DateTime(timezone=True), nullable=False),
+    Column("status", Text, nullable=False),
+    Column("cancelled_at", DateTime(timezone=True)),
 )
 
 inventory_items = Table(
@@ -290,7 +292,7 @@ inventory_items = Table(
     Column("external_id", Text, nullable=False),
     Column("sku", Text, nullable=False),
     Column("name", Text, nullable=False),
-    Column("quantity", Integer, nullable=False),
+    Column("quantity", Integer),  # NULL: stock not tracked by the provider
     Column("low_stock_threshold", Integer, nullable=False),
     Column("price_cents", BigInteger, nullable=False),
     Column("currency", Text, nullable=False),

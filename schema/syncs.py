@@ -86,7 +86,12 @@ class InventoryItem(Node):
     id: strawberry.ID
     sku: str
     name: str
-    quantity: int
+    quantity: int = strawberry.field(
+        description="Units available over all locations; 0 when the provider does not track it (see tracked)."
+    )
+    tracked: bool = strawberry.field(
+        description="False when the provider does not track this item's stock: never counted as low stock."
+    )
     low_stock_threshold: int
     price_cents: int
     provider: ProviderEnum  # type: ignore[valid-type]
@@ -97,7 +102,8 @@ class InventoryItem(Node):
             id=to_global_id("InventoryItem", i.id),
             sku=i.sku,
             name=i.name,
-            quantity=i.quantity,
+            quantity=i.quantity if i.quantity is not None else 0,
+            tracked=i.tracked,
             low_stock_threshold=i.low_stock_threshold,
             price_cents=i.price_cents,
             provider=i.provider,
@@ -133,6 +139,9 @@ class InventorySummary:
     low_stock_count: int
     value_cents: int
     last_synced_at: datetime | None
+    untracked_count: int = strawberry.field(
+        description="Items whose stock the provider does not track (not in totalUnits or lowStockCount)."
+    )
 
     @classmethod
     def from_domain(cls, s: model.InventorySummary) -> InventorySummary:
@@ -142,6 +151,7 @@ class InventorySummary:
             low_stock_count=s.low_stock_count,
             value_cents=s.value_cents,
             last_synced_at=s.last_synced_at,
+            untracked_count=s.untracked_count,
         )
 
 

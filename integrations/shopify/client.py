@@ -148,6 +148,16 @@ def _json_object(response: httpx.Response) -> dict[str, Any]:
     return body
 
 
+def _quantity(variant: Mapping[str, Any], quantities: Mapping[int, int | None]) -> int | None:
+    """The variant's stock, or None when Shopify does not track it.
+
+    Untracked: ``inventory_management`` is null on the variant, or every level reads ``available: null``.
+    """
+    if "inventory_management" in variant and variant["inventory_management"] is None:
+        return None
+    return quantities.get(variant["inventory_item_id"], 0)
+
+
 def _malformed(what: str) -> ProviderError:
     return ProviderError("permanent", f"{PROVIDER_NAME} sent {what} we could not read")
 
@@ -205,14 +215,14 @@ class ShopifyInventory:
             item_ids = {_object_id(v.get("inventory_item_id"), "a variant") for _, v in variants}
             quantities = await self._available(sorted(item_ids))
             items = [
-                self._item(title, variant, quantities.get(variant["inventory_item_id"], 0), currency)
+                self._item(title, variant, _quantity(variant, quantities), currency)
                 for title, variant in variants
             ]
             previous = seen
             yield FetchedPage(items=items)
 
     def _item(
-        self, product_title: str, variant: Mapping[str, Any], quantity: int, currency: str
+        self, product_title: str, variant: Mapping[str, Any], quantity: int | None, currency: str
     ) -> ExternalInventoryItem:
         external_id = str(variant["id"])
         sku = variant.get("sku")
@@ -243,9 +253,14 @@ class ShopifyInventory:
             raise _malformed("the shop's currency")
         return currency
 
-    async def _available(self, item_ids: list[int]) -> dict[int, int]:
-        """Stock available per inventory item, summed over the shop's locations."""
-        totals: dict[int, int] = dict.fromkeys(item_ids, 0)
+    async def _available(self, item_ids: list[int]) -> dict[int, int | None]:
+        """Stock available per inventory item, summed over the shop's locations.
+
+        None for an item whose levels all say ``available: null`` (Shopify does not track its stock);
+        an item with no level at all is tracked and stocked nowhere (0).
+        """
+        totals: dict[int, int | None] = dict.fromkeys(item_ids)
+        levelled: set[int] = set()
         for start in range(0, len(item_ids), INVENTORY_IDS_PER_CALL):
             chunk = item_ids[start : start + INVENTORY_IDS_PER_CALL]
             first = {"inventory_item_ids": ",".join(map(str, chunk)), "limit": str(PAGE_LIMIT)}
@@ -255,10 +270,13 @@ class ShopifyInventory:
                         raise _malformed("an inventory level")
                     item_id = _object_id(level.get("inventory_item_id"), "an inventory level")
                     available = level.get("available")
-                    if item_id not in totals or available is None:  # None: not tracked at that location
+                    if item_id not in totals:
                         continue
-                    totals[item_id] += _object_id(available, "an inventory level")
-        return totals
+                    levelled.add(item_id)
+                    if available is None:  # not tracked
+                        continue
+                    totals[item_id] = (totals[item_id] or 0) + _object_id(available, "an inventory level")
+        return {item_id: 0 if item_id not in levelled else total for item_id, total in totals.items()}
 
     async def _pages(self, path: str, first: Mapping[str, str], key: str) -> AsyncIterator[list[Any]]:
         params: dict[str, str] = dict(first)

@@ -70,6 +70,7 @@ class FakeVariant:
     sku: str
     price_cents: int
     inventory_item_id: int
+    tracked: bool = True  # False: Shopify does not track its stock (available: null everywhere)
 
     @property
     def price(self) -> str:
@@ -86,7 +87,7 @@ class FakeVariant:
             "option1": self.title,
             "sku": self.sku,
             "inventory_item_id": self.inventory_item_id,
-            "inventory_management": "shopify",
+            "inventory_management": "shopify" if self.tracked else None,
             "inventory_policy": "deny",
             "requires_shipping": True,
             "taxable": True,
@@ -127,8 +128,17 @@ class FakeShop:
     def variants(self) -> list[FakeVariant]:
         return [v for p in self.products for v in p.variants]
 
-    def available(self, inventory_item_id: int) -> int:
-        return sum(a for a in self.levels.get(inventory_item_id, {}).values() if a is not None)
+    def available(self, inventory_item_id: int) -> int | None:
+        """Stock summed over locations; None when the item is not tracked (every level null)."""
+        levels = self.levels.get(inventory_item_id, {})
+        if levels and all(a is None for a in levels.values()):
+            return None
+        return sum(a for a in levels.values() if a is not None)
+
+    def untrack(self, variant: FakeVariant) -> None:
+        """Turn stock tracking off, as the Shopify admin does: every level's available becomes null."""
+        variant.tracked = False
+        self.levels[variant.inventory_item_id] = dict.fromkeys(self.location_ids)
 
 
 @dataclass(frozen=True)
@@ -158,8 +168,12 @@ def generate_shop(
     max_variants_per_product: int = 9,
     access_token: str | None = None,
     currency: str = "USD",
+    untracked_every: int = 0,
 ) -> FakeShop:
-    """A seeded catalogue of exactly ``variants`` variants over products of 1..max variants each."""
+    """A seeded catalogue of exactly ``variants`` variants over products of 1..max variants each.
+
+    ``untracked_every``: every n-th variant has no stock tracking (0: all are tracked).
+    """
     rng = random.Random(seed)
     products: list[FakeProduct] = []
     levels: dict[int, dict[int, int | None]] = {}
@@ -167,6 +181,7 @@ def generate_shop(
     product_id = 8_000_000_000 + seed * 10_000_000
     variant_id = 40_000_000_000 + seed * 10_000_000
     left = variants
+    made = 0
     while left:
         product_id += rng.randint(1, 5)
         count = min(left, rng.randint(1, max_variants_per_product))
@@ -188,9 +203,14 @@ def generate_shop(
                     inventory_item_id=item_id,
                 )
             )
-            levels[item_id] = {
-                loc: (None if rng.random() < 0.02 else rng.randint(-2, 40)) for loc in location_ids
-            }
+            made += 1
+            stock = {loc: (None if rng.random() < 0.02 else rng.randint(-2, 40)) for loc in location_ids}
+            if untracked_every and made % untracked_every == 0:
+                product_variants[-1].tracked = False
+                stock = dict.fromkeys(location_ids)
+            elif all(value is None for value in stock.values()):
+                stock[location_ids[0]] = 0  # a tracked item has a level somewhere
+            levels[item_id] = stock
         products.append(FakeProduct(id=product_id, title=f"Product {product_id}", variants=product_variants))
     return FakeShop(
         domain=domain,

@@ -834,12 +834,12 @@ async def test_sweep_fails_a_running_job_without_progress(
 INVENTORY = """
 query($first: Int, $after: String, $low: Boolean) {
   inventoryItems(first: $first, after: $after, lowStockOnly: $low) {
-    edges { cursor node { id sku name quantity lowStockThreshold priceCents provider } }
+    edges { cursor node { id sku name quantity tracked lowStockThreshold priceCents provider } }
     pageInfo { hasNextPage endCursor }
   }
 }
 """
-SUMMARY = "{ inventorySummary { totalSkus totalUnits lowStockCount valueCents lastSyncedAt } }"
+SUMMARY = "{ inventorySummary { totalSkus totalUnits lowStockCount valueCents untrackedCount lastSyncedAt } }"
 
 
 def square_catalog(square: FakeSquare) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[str, Any]]:
@@ -851,6 +851,7 @@ def square_catalog(square: FakeSquare) -> tuple[dict[tuple[str, str], dict[str, 
             "sku": sku,
             "name": name,
             "quantity": quantity,
+            "tracked": True,
             "lowStockThreshold": threshold,
             "priceCents": price,
             "provider": "SQUARE",
@@ -900,10 +901,12 @@ def shopify_expected(shop: FakeShop) -> dict[tuple[str, str], dict[str, Any]]:
             if variant.title != "Default Title":
                 name = f"{product.title} \u2013 {variant.title}"
             sku = variant.sku or str(variant.id)
+            available = shop.available(variant.inventory_item_id)
             expected[("SHOPIFY", sku)] = {
                 "sku": sku,
                 "name": name,
-                "quantity": shop.available(variant.inventory_item_id),
+                "quantity": available or 0,  # the API's quantity is non-null; `tracked` says why
+                "tracked": available is not None,
                 "lowStockThreshold": 5,
                 "priceCents": variant.price_cents,
                 "provider": "SHOPIFY",
@@ -930,8 +933,9 @@ def summary_of(expected: dict[tuple[str, str], dict[str, Any]]) -> dict[str, int
     return {
         "totalSkus": len(items),
         "totalUnits": sum(max(i["quantity"], 0) for i in items),
-        "lowStockCount": sum(1 for i in items if i["quantity"] <= i["lowStockThreshold"]),
+        "lowStockCount": sum(1 for i in items if i["tracked"] and i["quantity"] <= i["lowStockThreshold"]),
         "valueCents": sum(max(i["quantity"], 0) * i["priceCents"] for i in items),
+        "untrackedCount": sum(1 for i in items if not i["tracked"]),
     }
 
 
@@ -941,9 +945,18 @@ async def test_inventory_from_square_and_shopify(
     tenant, tid = await new_tenant(client)
     expected, bond = square_catalog(square)
     shop = fakes.shopify.add_shop(
-        generate_shop(SHOP_A, variants=40, locations=2, seed=11, access_token="shpat_" + uuid.uuid4().hex)
+        generate_shop(
+            SHOP_A,
+            variants=40,
+            locations=2,
+            seed=11,
+            access_token="shpat_" + uuid.uuid4().hex,
+            untracked_every=8,
+        )
     )
     expected |= shopify_expected(shop)
+    # Untracked stock (available: null) is its own state: quantity 0 over the API, never low stock.
+    assert sum(1 for item in expected.values() if not item["tracked"]) == 5
     assert len(expected) == 25 + 40
     await connect_square(rt, tid)
     await connect(rt, tid, Provider.SHOPIFY, TokenSet(access_token=shop.access_token), {"shop": SHOP_A})
@@ -971,8 +984,15 @@ async def test_inventory_from_square_and_shopify(
 
     low = await all_items(client, tenant, first=10, low=True)
     assert sorted((i["provider"], i["sku"]) for i in low) == sorted(
-        key for key, item in expected.items() if item["quantity"] <= item["lowStockThreshold"]
+        key
+        for key, item in expected.items()
+        if item["tracked"] and item["quantity"] <= item["lowStockThreshold"]
     )
+    assert not any(i["provider"] == "SHOPIFY" and not i["tracked"] for i in low)
+    stored = await rows(
+        rt, tid, "SELECT external_id FROM inventory_items WHERE provider = 'SHOPIFY' AND quantity IS NULL"
+    )
+    assert sorted(r[0] for r in stored) == sorted(str(v.id) for v in shop.variants() if not v.tracked)
 
     # Gone at the providers: one Square item, one Shopify product.
     bond["is_deleted"] = True

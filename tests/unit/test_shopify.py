@@ -42,7 +42,9 @@ REDIRECT = "https://app.brandvx.test/oauth/shopify/callback"
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeShopify]:
     with FakeShopify(client_id=CLIENT_ID, client_secret=CLIENT_SECRET) as server:
-        server.add_shop(generate_shop(BIG, variants=5_000, locations=2, seed=1, currency="CAD"))
+        server.add_shop(
+            generate_shop(BIG, variants=5_000, locations=2, seed=1, currency="CAD", untracked_every=97)
+        )
         server.add_shop(generate_shop(WIDE, variants=130, locations=7, seed=2))
         server.add_shop(generate_shop(SMALL, variants=12, locations=2, seed=3))
         server.add_shop(generate_shop(UNINSTALL, variants=3, locations=1, seed=4))
@@ -121,7 +123,22 @@ async def test_5000_variants_each_once_with_summed_quantities_and_prices(
     assert {item.currency for item in items} == {"CAD"}
     assert any(item.price_cents == 29 for item in items)  # "0.29" is not 28 cents
     assert any(item.sku == item.external_id for item in items)  # empty SKU falls back to the id
-    assert any(item.quantity < 0 for item in items)  # oversold stock is reported as Shopify has it
+    # Oversold stock is reported as Shopify has it.
+    assert any(item.quantity is not None and item.quantity < 0 for item in items)
+    assert sum(1 for item in items if item.quantity is None) == 5_000 // 97  # untracked: None, not 0
+
+
+async def test_untracked_stock_is_none_by_either_signal(client: ShopifyClient, fake: FakeShopify) -> None:
+    shop = fake.add_shop(generate_shop("untracked-salon.myshopify.com", variants=4, locations=2, seed=9))
+    first, second, third, fourth = shop.variants()
+    shop.untrack(first)  # inventory_management null and every level null
+    shop.levels[second.inventory_item_id] = dict.fromkeys(shop.location_ids)  # levels null only
+    third.tracked = False  # inventory_management null only
+    shop.levels[fourth.inventory_item_id] = {}  # tracked, stocked at no location
+
+    by_id = {item.external_id: item.quantity for item in await read_all(client, shop)}
+
+    assert by_id == {str(first.id): None, str(second.id): None, str(third.id): None, str(fourth.id): 0}
 
 
 async def test_products_are_walked_by_page_info_with_only_limit(

@@ -64,7 +64,10 @@ class SyncStats:
     skipped: int = 0
     contacts_created: int = 0
     provider_total: int | None = None
+    # Inventory: items no longer listed, deleted. Calendars: sources no longer returned inside a
+    # completely read window, cancelled (kept), and the appointments left with no active source.
     removed: int = 0
+    cancelled: int = 0
     incremental: bool = False
 
     @property
@@ -84,6 +87,7 @@ class SyncStats:
             "contactsCreated": self.contacts_created,
             "providerTotal": self.provider_total,
             "removed": self.removed,
+            "cancelled": self.cancelled,
             "incremental": self.incremental,
         }
 

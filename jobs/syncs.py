@@ -198,6 +198,13 @@ async def _sync_one(
                 await progress(done, f"{label}: {stats.fetched} appointments")
             # A provider may fall back from an expired sync token to a full listing.
             stats.incremental = stats.incremental and not getattr(source, "full_resync", False)
+            if not stats.incremental:
+                # The whole window was read (any error, timeout, IncompleteSync or cancellation left
+                # the loop above by an exception): what the provider no longer returns is gone there.
+                async with rt.db.transaction(tenant_id=tenant, role=SYSTEM_ROLE) as uow:
+                    stats.removed, stats.cancelled = await uow.sync.cancel_unseen_sources(
+                        provider, start=window_start, end=window_end, seen_before=run_started
+                    )
             state = {"syncToken": source.next_sync_token} if source.next_sync_token else {}
         else:
             inventory = registry.inventory(provider, tokens, config)

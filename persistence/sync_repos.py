@@ -19,6 +19,7 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    or_,
     select,
     update,
 )
@@ -42,6 +43,9 @@ from domain.syncs import MATCH_TOLERANCE, PagePlan, StoredAppointment
 from persistence import tables as t
 from persistence.askvx_repos import SCOPED_TENANT
 from persistence.paging import keyset_page
+
+ACTIVE = "ACTIVE"
+CANCELLED = "CANCELLED"
 
 
 def _connection(row: Any) -> Connection:
@@ -386,21 +390,73 @@ class SyncRepo:
             )
             await self._conn.execute(
                 stmt.on_conflict_do_update(
-                    index_elements=["tenant_id", "provider", "external_id"], set_={"seen_at": func.now()}
+                    index_elements=["tenant_id", "provider", "external_id"],
+                    set_={"seen_at": func.now(), "status": ACTIVE, "cancelled_at": None},
                 ),
                 [{"external_id": w.record.external_id, "appointment_id": w.appointment_id} for w in linked],
             )
         if plan.updates:
             s = t.appointment_sources.c
+            # Seen again: a source cancelled by an earlier reconciliation that is back becomes ACTIVE;
+            # one the provider reports cancelled is CANCELLED from the first time it said so.
+            gone = bindparam("b_gone", type_=Boolean)
             await self._conn.execute(
                 update(t.appointment_sources)
                 .where(
                     s.tenant_id == SCOPED_TENANT,
                     s.provider == provider.value,
-                    _in(s.external_id, [w.record.external_id for w in plan.updates], Text),
+                    s.external_id == bindparam("b_external"),
                 )
-                .values(seen_at=func.now())
+                .values(
+                    seen_at=func.now(),
+                    status=case((gone, CANCELLED), else_=ACTIVE),
+                    cancelled_at=case((gone, func.coalesce(s.cancelled_at, func.now())), else_=None),
+                ),
+                [
+                    {"b_external": w.record.external_id, "b_gone": w.record.status == "cancelled"}
+                    for w in plan.updates
+                ],
             )
+
+    async def cancel_unseen_sources(
+        self, provider: Provider, *, start: datetime, end: datetime, seen_before: datetime
+    ) -> tuple[int, int]:
+        """Reconcile a completely read window: (sources cancelled, appointments cancelled).
+
+        Every ACTIVE source of ``provider`` whose appointment overlaps [start, end) and that this run
+        did not see (``seen_at`` before the run started) is gone at the provider: it becomes CANCELLED
+        with the time of the change, and is kept. An appointment none of whose sources is still ACTIVE
+        is cancelled (kept too, for KPIs and audit).
+        """
+        s, a = t.appointment_sources.c, t.appointments.c
+        overlapping = select(a.id).where(a.starts_at < end, or_(a.ends_at > start, a.starts_at >= start))
+        gone = await self._conn.execute(
+            update(t.appointment_sources)
+            .where(
+                s.tenant_id == SCOPED_TENANT,
+                s.provider == provider.value,
+                s.status == ACTIVE,
+                s.seen_at < seen_before,
+                s.appointment_id.in_(overlapping.scalar_subquery()),
+            )
+            .values(status=CANCELLED, cancelled_at=func.now())
+            .returning(s.appointment_id)
+        )
+        gone_ids = [row.appointment_id for row in gone]
+        touched = sorted(set(gone_ids))
+        if not touched:
+            return 0, 0
+        other = t.appointment_sources.alias("other")
+        cancelled = await self._conn.execute(
+            update(t.appointments)
+            .where(
+                _in(a.id, touched, UUID(as_uuid=True)),
+                a.status != "cancelled",
+                ~exists().where(other.c.appointment_id == a.id, other.c.status == ACTIVE),
+            )
+            .values(status="cancelled", updated_at=func.now())
+        )
+        return len(gone_ids), cancelled.rowcount
 
     async def appointments_page(self, start: datetime, end: datetime, page: PageRequest) -> Page[Appointment]:
         a = t.appointments.c

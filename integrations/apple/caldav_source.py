@@ -29,9 +29,19 @@ Events become ``ExternalAppointment`` records:
   account was invited by someone else (only the account among the attendees), the organizer is the
   customer.
 
-Incremental sync is not implemented: ``next_sync_token`` stays None and every sync reads the whole
-window. A possible improvement is to keep each calendar's ``getctag`` (skip unchanged calendars) or
-use RFC 6578 ``sync-collection`` tokens, which iCloud supports.
+Change detection with RFC 6578 ``sync-collection`` (iCloud and Radicale support it): before a full
+read, each calendar's current sync token is taken (a ``sync-collection`` REPORT without a token), and
+``next_sync_token`` carries them with the calendars' URLs and the window's end. The next sync asks each
+calendar what changed since its token. When no calendar reports an added, changed or deleted
+resource, the set of calendars is the same and the window's far end has moved less than
+``FULL_READ_EVERY`` past the one read, nothing is read and nothing reconciled (an incremental sync).
+Otherwise (a change, an expired token, a server that refuses the REPORT) the whole window is read
+again, ``full_resync`` is True, and the sync engine reconciles: what the window no longer holds
+(a deleted event, a deleted series, an occurrence removed by a later EXDATE) is cancelled. Changed
+resources are not fetched one by one: a recurring event's occurrences depend on the window, and a
+deleted resource's href says nothing about which occurrences it held, so a full read is what keeps
+the reconciliation exact. A server without ``sync-collection`` support gets no token
+(``next_sync_token`` None) and a full read with reconciliation on every sync.
 
 Errors become ``ProviderError``: HTTP 401 is ``auth`` (the app-specific password was revoked or
 mistyped), 429 is ``rate_limited``, connection failures, timeouts and 5xx are ``transient``, any
@@ -42,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import logging
 import math
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
@@ -71,6 +82,9 @@ PROVIDER_NAME: Final = "Apple"
 ICLOUD_CALDAV_URL: Final = "https://caldav.icloud.com"
 _LOOPBACK_HOSTS: Final = frozenset({"localhost"})
 _NON_CUSTOMER_CUTYPES: Final = frozenset({"GROUP", "RESOURCE", "ROOM"})
+# An unchanged account is still read in full this often: the window's far end moves with the clock,
+# and occurrences of an unchanged series that enter the window are only found by a read.
+FULL_READ_EVERY: Final = timedelta(days=1)
 
 log = logging.getLogger("brandvx.integrations.apple")
 T = TypeVar("T")
@@ -105,14 +119,17 @@ class AppleCalendarSource:
         self._calendar_names = tuple(calendar_names) if calendar_names is not None else None
         # The caldav client declares whole seconds; rounding up never cuts a call short.
         self._timeout = math.ceil(timeout)
+        self._next_sync_token: str | None = None
+        # After an iteration: True when a stored token led to a full read (a change, or no support).
+        self.full_resync = False
 
     def __repr__(self) -> str:
         return f"AppleCalendarSource(url={self._url!r}, username={self._username!r})"
 
     @property
     def next_sync_token(self) -> str | None:
-        """Always None: every sync reads its whole window (see the module notes)."""
-        return None
+        """After an iteration: the calendars' sync tokens, or None where the server has none."""
+        return self._next_sync_token
 
     async def verify(self) -> str:
         """Log in and return the account's principal URL; ProviderError when Apple refuses."""
@@ -127,14 +144,26 @@ class AppleCalendarSource:
     ) -> AsyncIterator[FetchedPage[ExternalAppointment]]:
         """One page per event calendar, with every appointment overlapping [start, end).
 
-        ``sync_token`` is accepted for the protocol and ignored: reads are always full.
+        With a ``sync_token`` from an earlier sync: no page at all when no calendar changed since (see
+        the module notes), else the full read with ``full_resync`` set.
         """
         window = (_as_utc(start, "start"), _as_utc(end, "end"))
+        self._next_sync_token = None
+        self.full_resync = False
         if window[1] <= window[0]:
             return
         client = await _off_loop(self._open)
         try:
             calendars = await _off_loop(self._event_calendars, client)
+            stored = _read_token(sync_token)
+            if stored is not None:
+                tokens = await _off_loop(_unchanged, calendars, stored, window[1])
+                if tokens is not None:
+                    self._next_sync_token = _write_token(tokens, stored[1])
+                    return
+                self.full_resync = True
+            # Taken before the read: a change made during it shows up next time.
+            tokens = await _off_loop(_current_tokens, calendars)
             seen: set[str] = set()
             for calendar in calendars:
                 records = await _off_loop(self._calendar_appointments, calendar, window)
@@ -147,6 +176,7 @@ class AppleCalendarSource:
                     len(records) - len(page),
                 )
                 yield FetchedPage(items=page)
+            self._next_sync_token = _write_token(tokens, window[1]) if tokens is not None else None
         finally:
             await asyncio.to_thread(client.close)
 
@@ -311,6 +341,75 @@ async def _off_loop(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
             log.info("apple: %s (%s)", classified.message, type(exc).__name__)
             raise classified from exc
         raise
+
+
+def _read_token(token: str | None) -> tuple[dict[str, str], datetime] | None:
+    """(calendar URL -> sync token, the window end read) from ``next_sync_token``; None if unusable."""
+    if not token:
+        return None
+    try:
+        data = json.loads(token)
+        tokens = data["calendars"]
+        until = datetime.fromisoformat(data["until"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(tokens, dict) or not all(isinstance(v, str) for v in tokens.values()):
+        return None
+    if until.tzinfo is None:
+        return None
+    return {str(k): v for k, v in tokens.items()}, until
+
+
+def _write_token(tokens: dict[str, str], until: datetime) -> str:
+    return json.dumps({"v": 1, "calendars": tokens, "until": until.isoformat()}, sort_keys=True)
+
+
+def _no_sync_support(exc: caldav_error.DAVError) -> bool:
+    """A refused or failed sync-collection REPORT that a full read answers (not a login problem)."""
+    if isinstance(exc, caldav_error.RateLimitError):
+        return False
+    return not (isinstance(exc, caldav_error.AuthorizationError) and exc.status == 401)
+
+
+def _current_tokens(calendars: Sequence[Calendar]) -> dict[str, str] | None:
+    """Each calendar's sync token now; None when the server does not support sync-collection."""
+    tokens: dict[str, str] = {}
+    for calendar in calendars:
+        try:
+            collection = _sync_result(calendar.get_objects_by_sync_token(None, False, True))
+        except caldav_error.DAVError as exc:
+            if not _no_sync_support(exc):
+                raise
+            log.info("apple: the server has no sync-collection (%s): full reads", type(exc).__name__)
+            return None
+        token = collection.sync_token
+        if not isinstance(token, str) or not token or token.startswith("fake-"):
+            return None
+        tokens[str(calendar.url)] = token
+    return tokens
+
+
+def _unchanged(
+    calendars: Sequence[Calendar], stored: tuple[dict[str, str], datetime], end: datetime
+) -> dict[str, str] | None:
+    """The calendars' new tokens when nothing changed since ``stored``; None when a full read is due."""
+    tokens, until = stored
+    if end - until > FULL_READ_EVERY or set(tokens) != {str(c.url) for c in calendars}:
+        return None
+    fresh: dict[str, str] = {}
+    for calendar in calendars:
+        try:
+            collection = _sync_result(
+                calendar.get_objects_by_sync_token(tokens[str(calendar.url)], False, True)
+            )
+        except caldav_error.DAVError as exc:
+            if not _no_sync_support(exc):
+                raise
+            return None  # an expired token, or support withdrawn
+        if list(collection) or collection.deleted_urls or not isinstance(collection.sync_token, str):
+            return None
+        fresh[str(calendar.url)] = collection.sync_token
+    return fresh
 
 
 def _principal_url(client: DAVClient) -> str:

@@ -190,6 +190,8 @@ class FakeAcuity(ServedFake):
         self._tokens: set[str] = set()
         self._codes: dict[str, str] = {}  # code -> redirect_uri
         self._failures: deque[_Failure] = deque()
+        # (list requests still answered, list requests then failed, status): a walk that breaks mid-way.
+        self._list_failure: tuple[int, int, int] | None = None
         self._requests: list[RecordedRequest] = []
         self.app = Starlette(
             routes=[
@@ -212,6 +214,7 @@ class FakeAcuity(ServedFake):
             self._tokens.clear()
             self._codes.clear()
             self._failures.clear()
+            self._list_failure = None
             self._requests.clear()
 
     def add(
@@ -304,6 +307,14 @@ class FakeAcuity(ServedFake):
             self._insert(created)
         return [appointment.id for appointment in created]
 
+    def remove(self, appointment_id: int) -> None:
+        """Delete an appointment outright: lists and look-ups no longer return it."""
+        with self._lock:
+            appointment = self._by_id.pop(appointment_id)
+            position = self._keys.index((appointment.timestamp, appointment.id))
+            del self._keys[position]
+            del self._appointments[position]
+
     def ids(self) -> set[str]:
         with self._lock:
             return {str(appointment_id) for appointment_id in self._by_id}
@@ -324,6 +335,22 @@ class FakeAcuity(ServedFake):
     def fail_next(self, n: int = 1, *, status: int = 500, retry_after: float | None = None) -> None:
         with self._lock:
             self._failures.extend(_Failure(status, retry_after) for _ in range(n))
+
+    def fail_list_after(self, answered: int, n: int, *, status: int = 500) -> None:
+        """Answer ``answered`` more appointment-list requests, then fail the next ``n`` with ``status``."""
+        with self._lock:
+            self._list_failure = (answered, n, status)
+
+    def _list_fails(self) -> int | None:
+        with self._lock:
+            if self._list_failure is None:
+                return None
+            answered, n, status = self._list_failure
+            if answered > 0:
+                self._list_failure = (answered - 1, n, status)
+                return None
+            self._list_failure = (0, n - 1, status) if n > 1 else None
+            return status
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -505,6 +532,10 @@ class FakeAcuity(ServedFake):
         denied = self._guard(request)
         if denied is not None:
             return denied
+        failing = self._list_fails()
+        if failing is not None:
+            self._record(request, failing)
+            return _error(failing, "server_error", "An unexpected error occurred.", {})
         params = request.query_params
         try:
             limit = int(params.get("max", "100"))

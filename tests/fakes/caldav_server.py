@@ -32,8 +32,14 @@ import httpx
 import icalendar
 from radicale import config as radicale_config
 from radicale import server as radicale_server
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
-__all__ = ["Attendee", "RadicaleServer", "vcalendar", "vevent"]
+from tests.fakes.serving import ServedFake
+
+__all__ = ["Attendee", "NoSyncCollection", "RadicaleServer", "vcalendar", "vevent"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,7 @@ def vevent(
     status: str | None = None,
     organizer: Attendee | None = None,
     attendees: Sequence[Attendee] = (),
+    exdates: Sequence[datetime] = (),
 ) -> icalendar.Event:
     """One VEVENT. A naive ``start`` is a floating time; a ``date`` makes an all-day event.
 
@@ -78,6 +85,8 @@ def vevent(
         event.add("rrule", icalendar.vRecur.from_ical(rrule))
     if recurrence_id is not None:
         event.add("recurrence-id", recurrence_id)
+    for exdate in exdates:
+        event.add("exdate", exdate)
     if status is not None:
         event.add("status", status)
     if organizer is not None:
@@ -200,6 +209,19 @@ class RadicaleServer:
         )
         return url
 
+    def replace_event(self, calendar_url: str, *events: icalendar.Event) -> str:
+        """PUT over an existing calendar object (an edit: a new EXDATE, a moved time)."""
+        uid = str(events[0]["UID"])
+        url = f"{calendar_url}{uid}.ics"
+        self._request(
+            "PUT", url, content=vcalendar(*events), headers={"Content-Type": "text/calendar; charset=utf-8"}
+        )
+        return url
+
+    def delete(self, url: str) -> None:
+        """DELETE a calendar object (an event, or a whole series with its overrides) or a calendar."""
+        self._request("DELETE", url)
+
     def _request(
         self, method: str, url: str, *, content: str | None = None, headers: dict[str, str] | None = None
     ) -> httpx.Response:
@@ -268,6 +290,47 @@ class RadicaleServer:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+
+
+_DAV_METHODS = ["GET", "PUT", "DELETE", "OPTIONS", "PROPFIND", "PROPPATCH", "REPORT", "MKCALENDAR", "HEAD"]
+_HOP_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "content-encoding"})
+
+
+class NoSyncCollection(ServedFake):
+    """A CalDAV server without RFC 6578: Radicale behind a proxy that answers a ``sync-collection``
+    REPORT with 501 Not Implemented (as servers without the report do) and passes the rest through.
+
+    ``reports`` counts the refused sync-collection requests.
+    """
+
+    thread_name = "caldav-no-sync-collection"
+
+    def __init__(self, upstream: RadicaleServer, *, host: str = "127.0.0.1") -> None:
+        super().__init__(host=host)
+        self._upstream = upstream.url.rstrip("/")
+        self.refused = 0
+        self.app = Starlette(routes=[Route("/{path:path}", self._forward, methods=_DAV_METHODS)])
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self._port}/"
+
+    async def _forward(self, request: Request) -> Response:
+        body = await request.body()
+        if request.method == "REPORT" and b"sync-collection" in body:
+            self.refused += 1
+            return Response("sync-collection is not supported", status_code=501)
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
+        async with httpx.AsyncClient(timeout=10.0) as client:
+            answer = await client.request(
+                request.method,
+                f"{self._upstream}{request.url.path}",
+                params=request.query_params,
+                content=body,
+                headers=headers,
+            )
+        kept = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP_HEADERS}
+        return Response(answer.content, status_code=answer.status_code, headers=kept)
 
 
 def _free_port() -> int:

@@ -583,6 +583,14 @@ class FakeSquare(ServedFake):
             self._bookings_sorted = False
             return booking
 
+    def remove_booking(self, booking_id: str) -> None:
+        """The booking is gone from Square's lists (deleted, or moved to a location we cannot see)."""
+        with self._lock:
+            del self._bookings[booking_id]
+            index = self._booking_ids.index(booking_id)
+            del self._booking_ids[index]
+            del self._booking_starts[index]
+
     def seed_bookings(
         self,
         n: int,

@@ -2,42 +2,23 @@
 
 from __future__ import annotations
 
-import hashlib
 import html
 import logging
-import uuid
-from datetime import UTC, datetime, timedelta
-from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from brandvx.runtime import Runtime
-from domain import jobs
+from brandvx.webhook_inbox import RuntimeWebhookInbox
+from domain import webhooks
 from domain.errors import DomainError
-from domain.model import JobStatus, Provider
-from persistence.sync_repos import first_seen_webhook, forget_webhook, tenants_for_account
+from domain.model import Provider
+from domain.providers import InboundWebhook
 
 log = logging.getLogger("brandvx.providers")
 
 MAX_WEBHOOK_BYTES = 256 * 1024
-WEBHOOK_MAX_AGE = timedelta(minutes=5)
-ACUITY_DEDUPE_SECONDS = 600
-
-_FORMS: dict[Provider, tuple[str, list[tuple[str, str, str]]]] = {
-    Provider.APPLE: (
-        "Connect Apple Calendar",
-        [("username", "Apple ID (email)", "email"), ("password", "App-specific password", "password")],
-    ),
-    Provider.ACUITY: (
-        "Connect Acuity Scheduling",
-        [("user_id", "Acuity user ID", "text"), ("api_key", "API key", "password")],
-    ),
-    Provider.SHOPIFY: ("Connect Shopify", [("shop", "Shop domain (your-shop.myshopify.com)", "text")]),
-}
-
 
 _STYLE = (
     "body{font-family:system-ui;max-width:28rem;margin:3rem auto;padding:0 1rem}"
@@ -77,13 +58,14 @@ async def oauth_callback(request: Request) -> Response:
         return RedirectResponse(
             runtime.connect.landing(None, provider, ok=False, error="declined"), status_code=303
         )
-    shop = params.get("shop")
-    if provider is Provider.SHOPIFY:
-        client = runtime.providers.client(Provider.SHOPIFY)
-        if not client.verify_callback(dict(params)):
-            return _page("Connection failed", "<p>The Shopify callback was not signed correctly.</p>", 400)
+    if not runtime.connect.callback_signed(provider, dict(params)):
+        return _page(
+            "Connection failed",
+            f"<p>The {html.escape(provider.value.title())} callback was not signed correctly.</p>",
+            400,
+        )
     try:
-        target = await runtime.connect.complete_oauth(provider, state, code, shop=shop)
+        target = await runtime.connect.complete_oauth(provider, state, code, dict(params))
     except DomainError as exc:
         log.info("%s OAuth callback refused: %s", provider.value, exc.message)
         return _page("Connection failed", f"<p class='error'>{html.escape(exc.message)}</p>", 400)
@@ -93,19 +75,20 @@ async def oauth_callback(request: Request) -> Response:
 async def connect_form(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     provider = _provider(request)
-    if provider is None or provider not in _FORMS:
+    spec = runtime.connect.form(provider) if provider else None
+    if provider is None or spec is None:
         return _page("Not found", "<p>Nothing to connect here.</p>", 404)
-    title, fields = _FORMS[provider]
+    title = spec.title
     token = request.query_params.get("state", "")
     error = ""
     if request.method == "POST":
         form = await request.form()
         token = str(form.get("state", ""))
-        values = {name: str(form.get(name, "")) for name, _, _ in fields}
+        values = {f.name: str(form.get(f.name, "")) for f in spec.fields}
         try:
             target = await runtime.connect.complete_form(provider, token, values)
         except DomainError as exc:
-            if provider is not Provider.SHOPIFY:
+            if spec.spends_link:
                 # The link was spent checking these credentials: a new attempt needs a new link.
                 return _page(
                     title,
@@ -122,9 +105,9 @@ async def connect_form(request: Request) -> Response:
         except DomainError as exc:
             return _page(title, f"<p class='error'>{html.escape(exc.message)}</p>", 400)
     inputs = "".join(
-        f"<label for='{name}'>{html.escape(label)}</label>"
-        f"<input id='{name}' name='{name}' type='{kind}' required>"
-        for name, label, kind in fields
+        f"<label for='{f.name}'>{html.escape(f.label)}</label>"
+        f"<input id='{f.name}' name='{f.name}' type='{f.kind}' required>"
+        for f in spec.fields
     )
     notice = f"<p class='error'>{html.escape(error)}</p>" if error else ""
     return _page(
@@ -147,117 +130,38 @@ async def _raw_body(request: Request) -> bytes | None:
     return bytes(body)
 
 
-async def _enqueue_sync(runtime: Runtime, tenant_id: uuid.UUID, provider: Provider) -> str | None:
-    async with runtime.db.transaction(tenant_id=tenant_id, role="SYSTEM") as uow:
-        dedupe = f"calendar_sync:{provider.value}"
-        job = await jobs.create_job(
-            uow, tenant_id, kind="calendar_sync", dedupe_key=dedupe, args={"providers": [provider.value]}
-        )
-    if job.status is JobStatus.PENDING:
-        await runtime.queue.enqueue(
-            "sync_calendar", str(tenant_id), str(job.id), [provider.value], job_id=f"sync:{job.id}"
-        )
-    return str(job.id)
+_WEBHOOK_STATUS = {"unconfigured": 503, "unauthorized": 401, "malformed": 400, "duplicate": 409}
 
 
-async def square_webhook(request: Request) -> Response:
+async def webhook(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
-    settings = runtime.settings
+    provider = _provider(request)
+    adapter = runtime.providers.adapter(provider) if provider else None
+    if provider is None or adapter is None or adapter.webhooks is None:
+        return JSONResponse({"error": "no webhooks for this provider"}, status_code=404)
     body = await _raw_body(request)
     if body is None:
         return JSONResponse({"error": "body too large"}, status_code=413)
-    key = settings.square_webhook_signature_key
-    if not key:
-        return JSONResponse({"error": "Square webhooks are not configured"}, status_code=503)
-    from integrations.square import verify_webhook
-
-    # Square signs the URL it was configured with, not the (possibly proxied) URL we see.
-    url = f"{settings.public_url.rstrip('/')}/webhooks/square"
-    signature = request.headers.get("x-square-hmacsha256-signature")
-    if not verify_webhook(signature_key=key, notification_url=url, body=body, signature=signature):
-        return JSONResponse({"error": "invalid signature"}, status_code=401)
-    try:
-        event: dict[str, Any] = orjson.loads(body)
-        event_id, merchant = str(event["event_id"]), str(event["merchant_id"])
-        created = datetime.fromisoformat(str(event["created_at"]).replace("Z", "+00:00"))
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        return JSONResponse({"error": "not a Square event"}, status_code=400)
-    if created.tzinfo is None:
-        return JSONResponse({"error": "created_at needs a timezone"}, status_code=400)
-    if abs(datetime.now(UTC) - created) > WEBHOOK_MAX_AGE:
-        return JSONResponse({"error": "stale event (replayed?)"}, status_code=400)
-    async with runtime.db.engine.connect() as conn:
-        tenants = await tenants_for_account(conn, Provider.SQUARE, merchant)
-        fresh = await first_seen_webhook(conn, Provider.SQUARE, event_id)
-        await conn.commit()
-    if not fresh:
-        return JSONResponse({"status": "duplicate", "eventId": event_id}, status_code=409)
-    if not tenants:
-        return JSONResponse({"status": "ignored", "reason": "unknown merchant"})
-    if not str(event.get("type", "")).startswith(("booking.", "customer.")):
-        return JSONResponse({"status": "ignored", "reason": "not a booking or customer event"})
-    try:
-        job_ids = [await _enqueue_sync(runtime, tenant, Provider.SQUARE) for tenant in tenants]
-    except Exception:
-        # Not handed on: forget the event so Square's retry is processed, not refused as a duplicate.
-        async with runtime.db.engine.connect() as conn:
-            await forget_webhook(conn, Provider.SQUARE, event_id)
-            await conn.commit()
-        raise
-    return JSONResponse({"status": "accepted", "jobIds": job_ids})
-
-
-async def acuity_webhook(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
-    body = await _raw_body(request)
-    if body is None:
-        return JSONResponse({"error": "body too large"}, status_code=413)
-    from domain.connections import open_tokens
-    from integrations.acuity import parse_webhook, verify_webhook
-
-    account = request.query_params.get("account", "")
-    async with runtime.db.engine.connect() as conn:
-        tenants = await tenants_for_account(conn, Provider.ACUITY, account) if account else []
-    signature = request.headers.get("x-acuity-signature")
-    verified: list[uuid.UUID] = []
-    for tenant_id in tenants:
-        async with runtime.db.transaction(tenant_id=tenant_id, role="SYSTEM") as uow:
-            connection = await uow.connections.get(Provider.ACUITY)
-        if connection is None:
-            continue
-        # Acuity signs with the account's API key; an OAuth app's webhooks with the app secret.
-        signing_key = (
-            open_tokens(runtime.vault.keyring, tenant_id, connection).access_token
-            if connection.config.get("mode") == "basic"
-            else runtime.settings.acuity_client_secret or ""
-        )
-        if signing_key and verify_webhook(api_key=signing_key, body=body, signature=signature):
-            verified.append(tenant_id)
-    if not verified:
-        # The same answer for an unknown account as for a bad signature: no account enumeration.
-        return JSONResponse({"error": "invalid signature"}, status_code=401)
-    try:
-        action, appointment_id = parse_webhook(body)
-    except ValueError:
-        return JSONResponse({"error": "not an Acuity webhook"}, status_code=400)
-    # Acuity sends no event id or timestamp: the same action on the same appointment within a few
-    # minutes is a retry or a replay, and is not processed twice.
-    digest = hashlib.sha256(f"{account}:{action}:{appointment_id}".encode()).hexdigest()
-    dedupe_key = f"{runtime.settings.key_prefix}webhook:acuity:{digest}"
-    if not await runtime.redis.set(dedupe_key, "1", nx=True, ex=ACUITY_DEDUPE_SECONDS):
-        return JSONResponse({"status": "duplicate"}, status_code=409)
-    try:
-        job_ids = [await _enqueue_sync(runtime, tenant, Provider.ACUITY) for tenant in verified]
-    except Exception:
-        await runtime.redis.delete(dedupe_key)
-        raise
-    return JSONResponse({"status": "accepted", "jobIds": job_ids})
+    hook = InboundWebhook(
+        body=body,
+        headers={k.lower(): v for k, v in request.headers.items()},
+        query=dict(request.query_params),
+    )
+    answer = await webhooks.receive(provider, adapter.webhooks, hook, RuntimeWebhookInbox(runtime))
+    if answer.verdict == "accepted":
+        return JSONResponse({"status": "accepted", "jobIds": answer.job_ids})
+    if answer.verdict == "ignored":
+        return JSONResponse({"status": "ignored", "reason": answer.message})
+    status = _WEBHOOK_STATUS[answer.verdict]
+    if answer.verdict == "duplicate":
+        content = {"status": "duplicate"} | ({"eventId": answer.event_id} if answer.event_id else {})
+        return JSONResponse(content, status_code=status)
+    return JSONResponse({"error": answer.message}, status_code=status)
 
 
 def provider_routes() -> list[Route]:
     return [
         Route("/oauth/{provider}/callback", oauth_callback, methods=["GET"]),
         Route("/connect/{provider}", connect_form, methods=["GET", "POST"]),
-        Route("/webhooks/square", square_webhook, methods=["POST"]),
-        Route("/webhooks/acuity", acuity_webhook, methods=["POST"]),
+        Route("/webhooks/{provider}", webhook, methods=["POST"]),
     ]

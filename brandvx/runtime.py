@@ -10,12 +10,12 @@ from typing import Any
 from redis.asyncio import Redis
 
 from brandvx.auth import Authenticator
-from brandvx.connect_flow import ConnectFlow, state_key
 from brandvx.dev_secrets import with_dev_secrets
 from brandvx.embedded import EmbeddedServers
 from brandvx.settings import Settings
 from brandvx.telemetry import freeze_startup_objects
 from domain.ai import ChatModel
+from domain.connect import ConnectFlow, ConnectUrls, state_key
 from domain.contacts import PiiVault
 from domain.crypto import BlindIndex, Keyring
 from integrations.auth_jwt import JwtVerifier
@@ -26,6 +26,7 @@ from jobs.context import JobSettings, WorkerRuntime
 from jobs.queue import ArqQueue
 from persistence.db import Database
 from persistence.events import READ_BLOCK_MS, ChatReplyFeed, EventStreams, JobEventFeed
+from persistence.nonces import RedisNonces
 from persistence.ratelimit import FallbackCostBudget, MemoryCostBudget, RedisCostBudget
 from persistence.urls import runtime_url, to_asyncpg
 from resolvers.context import AppServices
@@ -148,15 +149,14 @@ def build_runtime(settings: Settings) -> Runtime:
     )
     providers = ProviderClients(provider_settings(settings))
     connect = ConnectFlow(
-        db=db,
-        redis=redis,
-        key_prefix=settings.key_prefix,
-        signing_key=state_key(settings.blind_index_key),
         providers=providers,
+        nonces=RedisNonces(redis, settings.key_prefix),
+        transactions=db,
         keyring=vault.keyring,
-        public_url=settings.public_url,
-        app_url=settings.app_url,
-        allowed_origins=settings.allowed_origins,
+        signing_key=state_key(settings.blind_index_key),
+        urls=ConnectUrls.of(
+            public_url=settings.public_url, app_url=settings.app_url, allowed_origins=settings.allowed_origins
+        ),
     )
     analytics = (
         PostHogAnalytics(api_key=settings.posthog_api_key, host=settings.posthog_host)
@@ -175,6 +175,7 @@ def build_runtime(settings: Settings) -> Runtime:
             queue=queue,
             feed=ChatReplyFeed(events),
             connect=connect,
+            providers=providers,
             job_events=JobEventFeed(events),
             analytics=analytics,
             budget=rate_limit(settings, redis),
@@ -214,6 +215,7 @@ def provider_settings(settings: Settings) -> ProviderSettings:
         square_client_id=settings.square_client_id,
         square_client_secret=settings.square_client_secret,
         square_base_url=settings.square_base_url,
+        square_webhook_signature_key=settings.square_webhook_signature_key,
         acuity_client_id=settings.acuity_client_id,
         acuity_client_secret=settings.acuity_client_secret,
         acuity_base_url=settings.acuity_base_url,
@@ -227,6 +229,7 @@ def provider_settings(settings: Settings) -> ProviderSettings:
         shopify_api_version=settings.shopify_api_version,
         shopify_base_url_overrides=settings.shopify_base_url_overrides or None,
         apple_caldav_url=settings.apple_caldav_url,
+        public_url=settings.public_url,
     )
 
 

@@ -24,8 +24,6 @@ from domain.sync import OAuthClient, ProviderError, TokenSet
 
 STATE_TTL_SECONDS = 600
 REFRESH_MARGIN = timedelta(minutes=5)
-# Providers whose connection is a form we host (credentials typed by the operator), not an OAuth redirect.
-FORM_PROVIDERS = frozenset({Provider.APPLE})
 
 
 class NotConnected(DomainError):
@@ -166,10 +164,6 @@ async def save_connection(
         scopes=tokens.scopes,
         config=dict(config or {}),
     )
-
-
-class TokenRefresher(Protocol):
-    async def refresh(self, refresh_token: str) -> TokenSet: ...
 
 
 async def usable_tokens(

@@ -1,13 +1,23 @@
-"""Builds each provider's client from configuration; implements ``domain.sync.ProviderRegistry``."""
+"""The one list of provider adapters; implements ``domain.sync.ProviderRegistry`` and
+``domain.providers.ProviderCatalog``.
+
+Adding a provider: a package ``integrations/<provider>/`` with an ``adapter.py`` (a ``BaseAdapter``
+subclass implementing the ports it supports) and one line in ``ADAPTERS``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from domain.model import Provider
+from domain.providers import Capability, ProviderAdapter
 from domain.sync import CalendarSource, InventorySource, OAuthClient, TokenSet
+from integrations.acuity.adapter import AcuityAdapter
+from integrations.apple.adapter import AppleAdapter
+from integrations.google.adapter import GoogleAdapter
+from integrations.shopify.adapter import ShopifyAdapter
+from integrations.square.adapter import SquareAdapter
 
 
 @dataclass(frozen=True)
@@ -17,6 +27,7 @@ class ProviderSettings:
     square_client_id: str | None = None
     square_client_secret: str | None = None
     square_base_url: str = "https://connect.squareup.com"
+    square_webhook_signature_key: str | None = None
     acuity_client_id: str | None = None
     acuity_client_secret: str | None = None
     acuity_base_url: str = "https://acuityscheduling.com"
@@ -31,135 +42,49 @@ class ProviderSettings:
     # Tests only: "shop=base_url,..." maps shops to a local fake instead of https://{shop}.
     shopify_base_url_overrides: Mapping[str, str] | None = None
     apple_caldav_url: str = "https://caldav.icloud.com"
+    # How providers reach this API (webhook URLs some providers sign).
+    public_url: str = "http://127.0.0.1:8000"
+
+
+# One line per provider, in the order syncs visit them.
+ADAPTERS: tuple[Callable[[ProviderSettings], ProviderAdapter], ...] = (
+    SquareAdapter,
+    AcuityAdapter,
+    GoogleAdapter,
+    AppleAdapter,
+    ShopifyAdapter,
+)
 
 
 class ProviderClients:
-    """One client per provider, made on first use inside the running event loop."""
+    """Every provider's adapter; each makes its HTTP client on first use, inside the running loop."""
 
     def __init__(self, settings: ProviderSettings) -> None:
-        self._s = settings
-        self._clients: dict[Provider, Any] = {}
+        adapters = [make(settings) for make in ADAPTERS]
+        self._adapters: dict[Provider, ProviderAdapter] = {a.provider: a for a in adapters}
 
-    @property
-    def apple_url(self) -> str:
-        return self._s.apple_caldav_url
+    def adapter(self, provider: Provider) -> ProviderAdapter | None:
+        return self._adapters.get(provider)
 
-    def configured(self, provider: Provider) -> bool:
-        s = self._s
-        return {
-            Provider.SQUARE: bool(s.square_client_id and s.square_client_secret),
-            Provider.ACUITY: True,  # API-key connections need no app credentials
-            Provider.GOOGLE: bool(s.google_client_id and s.google_client_secret),
-            Provider.SHOPIFY: bool(s.shopify_client_id and s.shopify_client_secret),
-            Provider.APPLE: True,
-            Provider.HUBSPOT: False,
-        }[provider]
+    def supporting(self, capability: Capability) -> tuple[Provider, ...]:
+        return tuple(p for p, a in self._adapters.items() if capability in a.capabilities)
 
-    def _client(self, provider: Provider) -> Any:
-        if provider in self._clients:
-            return self._clients[provider]
-        s = self._s
-        client: Any
-        if provider is Provider.SQUARE:
-            from integrations.square.client import SquareClient
-
-            client = SquareClient(
-                client_id=s.square_client_id or "",
-                client_secret=s.square_client_secret or "",
-                base_url=s.square_base_url,
-            )
-        elif provider is Provider.ACUITY:
-            from integrations.acuity.client import AcuityClient
-
-            client = AcuityClient(
-                client_id=s.acuity_client_id or "",
-                client_secret=s.acuity_client_secret or "",
-                base_url=s.acuity_base_url,
-            )
-        elif provider is Provider.GOOGLE:
-            from integrations.google.client import GoogleCalendarClient
-
-            client = GoogleCalendarClient(
-                client_id=s.google_client_id or "",
-                client_secret=s.google_client_secret or "",
-                auth_base_url=s.google_auth_base_url,
-                token_base_url=s.google_token_base_url,
-                api_base_url=s.google_api_base_url,
-            )
-        elif provider is Provider.SHOPIFY:
-            from integrations.shopify.client import ShopifyClient
-
-            overrides = dict(s.shopify_base_url_overrides or {})
-            client = ShopifyClient(
-                client_id=s.shopify_client_id or "",
-                client_secret=s.shopify_client_secret or "",
-                api_version=s.shopify_api_version,
-                shop_base_url=(lambda shop: overrides.get(shop, f"https://{shop}")) if overrides else None,
-            )
-        else:
-            raise ValueError(f"{provider.value} has no client")
-        self._clients[provider] = client
-        return client
-
-    def client(self, provider: Provider) -> Any:
-        return self._client(provider)
-
-    def oauth(self, provider: Provider) -> OAuthClient | None:
-        if provider is Provider.ACUITY and not (self._s.acuity_client_id and self._s.acuity_client_secret):
-            return None  # API-key connections: nothing to refresh or revoke
-        if provider in (Provider.SQUARE, Provider.ACUITY, Provider.GOOGLE) and self.configured(provider):
-            oauth: OAuthClient = self._client(provider)
-            return oauth
-        return None
-
-    def shopify_oauth(self, shop: str) -> OAuthClient | None:
-        if not self.configured(Provider.SHOPIFY):
-            return None
-        oauth: OAuthClient = self._client(Provider.SHOPIFY).for_shop(shop)
-        return oauth
+    def oauth(self, provider: Provider, config: Mapping[str, str] | None = None) -> OAuthClient | None:
+        adapter = self._adapters.get(provider)
+        return adapter.oauth(config) if adapter else None
 
     def calendar(
         self, provider: Provider, tokens: TokenSet, config: Mapping[str, str]
     ) -> CalendarSource | None:
-        source: CalendarSource
-        if provider is Provider.SQUARE:
-            source = self._client(provider).calendar(tokens.access_token)
-        elif provider is Provider.ACUITY:
-            client = self._client(provider)
-            source = (
-                client.calendar_basic(config["user_id"], tokens.access_token)
-                if config.get("mode") == "basic"
-                else client.calendar_oauth(tokens.access_token)
-            )
-        elif provider is Provider.GOOGLE:
-            source = self._client(provider).calendar(
-                tokens.access_token, config.get("calendar_id", "primary")
-            )
-        elif provider is Provider.APPLE:
-            from integrations.apple.caldav_source import AppleCalendarSource
-
-            source = AppleCalendarSource(
-                url=config.get("url", self._s.apple_caldav_url),
-                username=config["username"],
-                app_password=tokens.access_token,
-            )
-        else:
-            return None
-        return source
+        adapter = self._adapters.get(provider)
+        return adapter.calendar(tokens, config) if adapter else None
 
     def inventory(
         self, provider: Provider, tokens: TokenSet, config: Mapping[str, str]
     ) -> InventorySource | None:
-        source: InventorySource
-        if provider is Provider.SQUARE:
-            source = self._client(provider).inventory(tokens.access_token)
-        elif provider is Provider.SHOPIFY:
-            source = self._client(provider).inventory(config["shop"], tokens.access_token)
-        else:
-            return None
-        return source
+        adapter = self._adapters.get(provider)
+        return adapter.inventory(tokens, config) if adapter else None
 
     async def aclose(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
-        self._clients.clear()
+        for adapter in self._adapters.values():
+            await adapter.aclose()

@@ -5,17 +5,15 @@ from collections.abc import Sequence
 from domain import jobs
 from domain.access import require_write
 from domain.model import Job, JobStatus, Provider
+from domain.providers import Capability
 from resolvers.context import Context
-
-CALENDAR_PROVIDERS = (Provider.SQUARE, Provider.ACUITY, Provider.GOOGLE, Provider.APPLE)
-INVENTORY_PROVIDERS = (Provider.SQUARE, Provider.SHOPIFY)
 
 
 async def start_sync(ctx: Context, *, kind: str, providers: Sequence[Provider] | None) -> Job:
     """One job per kind and provider set while one runs: asking again returns the running job."""
     actor = ctx.require_actor
     tenant_id = require_write(actor)
-    supported = CALENDAR_PROVIDERS if kind == "calendar" else INVENTORY_PROVIDERS
+    supported = ctx.services.providers.supporting(Capability(kind))
     async with ctx.transaction() as uow:
         connected = [c.provider for c in await uow.connections.all()]
         chosen = jobs.choose_providers(kind, providers, supported=supported, connected=connected)

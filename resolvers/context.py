@@ -17,6 +17,7 @@ from domain.jobs import JobEvents, JobQueue
 from domain.model import Actor, AppointmentSource, ChatMessage, Contact, Tenant
 from domain.pagination import Page, PageRequest
 from domain.ports import UnitOfWork, UnitOfWorkFactory
+from domain.providers import ProviderCatalog
 from domain.throttle import CostBudget
 
 
@@ -29,6 +30,7 @@ class AppServices:
     queue: JobQueue
     feed: ReplyFeed
     connect: ConnectFlowPort
+    providers: ProviderCatalog
     job_events: JobEvents
     analytics: Analytics
     budget: CostBudget | None = None  # the per-tenant rate limit; None: not limited

@@ -23,9 +23,9 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from brandvx.connect_flow import state_key
 from brandvx.runtime import Runtime
 from brandvx.settings import Settings
+from domain.connect import state_key
 from domain.connections import OAuthState, open_tokens, sign_state
 from domain.model import Provider
 from domain.sync import TokenSet

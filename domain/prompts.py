@@ -28,5 +28,3 @@ Write a 90-day growth strategy for this beauty business as a markdown document w
 The operator's goals: {goals}"""
 
 NO_GOALS = "not stated — choose sensible goals for a small salon"
-
-OFFLINE_NOTICE = "AI is not configured on this server"

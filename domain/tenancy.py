@@ -12,7 +12,7 @@ from typing import Any
 from zoneinfo import available_timezones
 
 from domain.access import require_admin, require_read, require_write
-from domain.errors import Forbidden, InvalidInput, NotFound
+from domain.errors import Forbidden, InvalidInput
 from domain.model import (
     Actor,
     BrandProfile,
@@ -75,13 +75,6 @@ async def create_tenant(uow: UnitOfWork, actor: Actor, *, name: str, timezone: s
     )
     await uow.enter_tenant(tenant.id)
     await uow.tenants.add(tenant, owner_user_id=actor.user_id)
-    return tenant
-
-
-async def get_tenant(uow: UnitOfWork, actor: Actor) -> Tenant:
-    tenant = await uow.tenants.get(require_read(actor))
-    if tenant is None:
-        raise NotFound("Tenant not found")
     return tenant
 
 

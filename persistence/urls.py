@@ -19,8 +19,3 @@ def to_asyncpg(url: str) -> URL:
 def runtime_url(owner_url: str, *, role: str, password: str | None) -> URL:
     """The owner's server and database, logged in as the non-owner runtime role."""
     return to_asyncpg(owner_url).set(username=role, password=password)
-
-
-def redacted(url: URL | str) -> str:
-    parsed = make_url(url) if isinstance(url, str) else url
-    return parsed.render_as_string(hide_password=True)

@@ -15,7 +15,7 @@ class ApiKey(Node):
     id: strawberry.ID
     name: str
     prefix: str
-    scopes: list[ApiScopeEnum]  # type: ignore[valid-type]
+    scopes: list[ApiScopeEnum]
     created_at: datetime
     last_used_at: datetime | None
 
@@ -34,7 +34,7 @@ class ApiKey(Node):
 @strawberry.input
 class CreateApiKeyInput:
     name: str
-    scopes: list[ApiScopeEnum]  # type: ignore[valid-type]
+    scopes: list[ApiScopeEnum]
 
 
 @strawberry.type

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import TypeAlias
 
 import strawberry
 
@@ -13,16 +14,18 @@ from domain.pagination import Page
 from resolvers import askvx_queries
 from schema.common import AppInfo, Node, PageInfo, PlanTierEnum, UserError, to_global_id
 
-ChatRoleEnum = strawberry.enum(model.ChatRole, name="ChatRole")
-ChatMessageStatusEnum = strawberry.enum(model.ChatMessageStatus, name="ChatMessageStatus")
+ChatRoleEnum: TypeAlias = model.ChatRole
+strawberry.enum(model.ChatRole, name="ChatRole")
+ChatMessageStatusEnum: TypeAlias = model.ChatMessageStatus
+strawberry.enum(model.ChatMessageStatus, name="ChatMessageStatus")
 
 
 @strawberry.type
 class ChatMessage(Node):
     id: strawberry.ID
-    role: ChatRoleEnum  # type: ignore[valid-type]
+    role: ChatRoleEnum
     content: str
-    status: ChatMessageStatusEnum  # type: ignore[valid-type]
+    status: ChatMessageStatusEnum
     created_at: datetime
     error: str | None = strawberry.field(description="Why a FAILED reply failed, in words for the operator.")
 
@@ -132,7 +135,7 @@ class TrainvxMemory(Node):
 
 @strawberry.type
 class Plan:
-    tier: PlanTierEnum  # type: ignore[valid-type]
+    tier: PlanTierEnum
     name: str
     price_cents: int
     ai_tokens_monthly: int

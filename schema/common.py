@@ -5,8 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 import strawberry
 from strawberry.types import Info
@@ -22,11 +21,18 @@ if TYPE_CHECKING:
 else:
     AppInfo = Info
 
-RoleEnum = strawberry.enum(Role, name="Role")
-PlanTierEnum = strawberry.enum(PlanTier, name="PlanTier")
-ApiScopeEnum = strawberry.enum(ApiScope, name="ApiScope")
-OnboardingStepKeyEnum = strawberry.enum(OnboardingStepKey, name="OnboardingStepKey")
-UserErrorCode = strawberry.enum(ErrorCode, name="UserErrorCode")
+# strawberry.enum marks the domain's Python enum itself as a GraphQL enum (and returns it), so fields
+# are annotated with the enum directly; the aliases keep the GraphQL names visible here.
+RoleEnum: TypeAlias = Role
+strawberry.enum(Role, name="Role")
+PlanTierEnum: TypeAlias = PlanTier
+strawberry.enum(PlanTier, name="PlanTier")
+ApiScopeEnum: TypeAlias = ApiScope
+strawberry.enum(ApiScope, name="ApiScope")
+OnboardingStepKeyEnum: TypeAlias = OnboardingStepKey
+strawberry.enum(OnboardingStepKey, name="OnboardingStepKey")
+UserErrorCode: TypeAlias = ErrorCode
+strawberry.enum(ErrorCode, name="UserErrorCode")
 
 
 @strawberry.interface(description="An object with an opaque global ID, fetchable with `node(id:)`.")
@@ -77,7 +83,7 @@ class PageInfo:
 class UserError:
     field: list[str] | None
     message: str
-    code: UserErrorCode  # type: ignore[valid-type]
+    code: UserErrorCode
 
     @classmethod
     def from_domain(cls, error: DomainError) -> UserError:
@@ -86,7 +92,3 @@ class UserError:
     @classmethod
     def list_of(cls, error: DomainError) -> list[UserError]:
         return [cls.from_domain(error)]
-
-
-def cursors_of(page: Page[object]) -> Sequence[str]:
-    return [c.encode() for c in page.cursors]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TypeAlias
 
 import strawberry
 from strawberry.scalars import JSON
@@ -10,14 +11,15 @@ from strawberry.scalars import JSON
 from domain import model
 from schema.common import Node, UserError, to_global_id
 
-JobStatusEnum = strawberry.enum(model.JobStatus, name="JobStatus")
+JobStatusEnum: TypeAlias = model.JobStatus
+strawberry.enum(model.JobStatus, name="JobStatus")
 
 
 @strawberry.type
 class Job(Node):
     id: strawberry.ID
     kind: str
-    status: JobStatusEnum  # type: ignore[valid-type]
+    status: JobStatusEnum
     progress: float
     message: str | None
     result: JSON | None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import TypeAlias
 
 import strawberry
 
@@ -14,13 +15,15 @@ from schema.common import AppInfo, Node, PageInfo, UserError, to_global_id
 from schema.contacts import Contact
 from schema.jobs import Job
 
-ProviderEnum = strawberry.enum(model.Provider, name="Provider")
-ConnectionStatusEnum = strawberry.enum(model.ConnectionStatus, name="ConnectionStatus")
+ProviderEnum: TypeAlias = model.Provider
+strawberry.enum(model.Provider, name="Provider")
+ConnectionStatusEnum: TypeAlias = model.ConnectionStatus
+strawberry.enum(model.ConnectionStatus, name="ConnectionStatus")
 
 
 @strawberry.type
 class AppointmentSource:
-    provider: ProviderEnum  # type: ignore[valid-type]
+    provider: ProviderEnum
     external_id: str
 
 
@@ -94,7 +97,7 @@ class InventoryItem(Node):
     )
     low_stock_threshold: int
     price_cents: int
-    provider: ProviderEnum  # type: ignore[valid-type]
+    provider: ProviderEnum
 
     @classmethod
     def from_domain(cls, i: model.InventoryItem) -> InventoryItem:
@@ -157,8 +160,8 @@ class InventorySummary:
 
 @strawberry.type
 class ConnectedAccount:
-    provider: ProviderEnum  # type: ignore[valid-type]
-    status: ConnectionStatusEnum  # type: ignore[valid-type]
+    provider: ProviderEnum
+    status: ConnectionStatusEnum
     connected_at: datetime
     last_synced_at: datetime | None
     last_error: str | None = strawberry.field(description="Why the connection is EXPIRED or in ERROR.")
@@ -204,12 +207,12 @@ class JobProgressEvent:
 
 @strawberry.input
 class SyncCalendarInput:
-    providers: list[ProviderEnum] | None = None  # type: ignore[valid-type]
+    providers: list[ProviderEnum] | None = None
 
 
 @strawberry.input
 class SyncInventoryInput:
-    providers: list[ProviderEnum] | None = None  # type: ignore[valid-type]
+    providers: list[ProviderEnum] | None = None
 
 
 @strawberry.input
@@ -219,7 +222,7 @@ class CancelJobInput:
 
 @strawberry.input
 class ConnectProviderInput:
-    provider: ProviderEnum  # type: ignore[valid-type]
+    provider: ProviderEnum
     redirect_uri: str | None = None
 
 
@@ -231,10 +234,10 @@ class ConnectProviderPayload:
 
 @strawberry.input
 class DisconnectProviderInput:
-    provider: ProviderEnum  # type: ignore[valid-type]
+    provider: ProviderEnum
 
 
 @strawberry.type
 class DisconnectProviderPayload:
-    provider: ProviderEnum | None = None  # type: ignore[valid-type]
+    provider: ProviderEnum | None = None
     user_errors: list[UserError] = strawberry.field(default_factory=list)

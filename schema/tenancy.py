@@ -25,7 +25,7 @@ class Tenant(Node):
     id: strawberry.ID
     name: str
     timezone: str
-    plan_tier: PlanTierEnum  # type: ignore[valid-type]
+    plan_tier: PlanTierEnum
     subscription_status: str
     created_at: datetime
 
@@ -45,7 +45,7 @@ class Tenant(Node):
 class Viewer:
     user_id: strawberry.ID
     email: str | None
-    role: RoleEnum | None  # type: ignore[valid-type]
+    role: RoleEnum | None
 
     @strawberry.field
     async def tenant(self, info: AppInfo) -> Tenant | None:
@@ -102,7 +102,7 @@ class Settings:
 
 @strawberry.type
 class OnboardingStep:
-    key: OnboardingStepKeyEnum  # type: ignore[valid-type]
+    key: OnboardingStepKeyEnum
     completed: bool
     completed_at: datetime | None
 
@@ -165,7 +165,7 @@ class UpdateSettingsPayload:
 
 @strawberry.input
 class CompleteOnboardingStepInput:
-    step: OnboardingStepKeyEnum  # type: ignore[valid-type]
+    step: OnboardingStepKeyEnum
     context: JSON | None = None
 
 

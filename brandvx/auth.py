@@ -8,6 +8,7 @@ import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from domain.api_keys import hash_token, looks_like_api_key
 from domain.model import Actor, ApiScope, Role
@@ -22,14 +23,17 @@ class AuthFailure(Exception):
     status: int
     code: str
     message: str
+    # The WebSocket close reason (close frames allow 123 bytes): `invalid token`, `token expired`,
+    # `key revoked`, `unknown tenant` or `authentication unavailable`.
+    reason: str = "invalid token"
 
 
-def unauthenticated(message: str) -> AuthFailure:
-    return AuthFailure(401, "UNAUTHENTICATED", message)
+def unauthenticated(message: str, reason: str = "invalid token") -> AuthFailure:
+    return AuthFailure(401, "UNAUTHENTICATED", message, reason)
 
 
 def forbidden(message: str) -> AuthFailure:
-    return AuthFailure(403, "FORBIDDEN", message)
+    return AuthFailure(403, "FORBIDDEN", message, "unknown tenant")
 
 
 def parse_tenant_header(value: str | None) -> uuid.UUID | None:
@@ -48,7 +52,7 @@ def parse_tenant_header(value: str | None) -> uuid.UUID | None:
             return uuid.UUID(ident)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         pass
-    raise AuthFailure(400, "BAD_USER_INPUT", "X-Tenant-Id must be a tenant ID")
+    raise AuthFailure(400, "BAD_USER_INPUT", "X-Tenant-Id must be a tenant ID", "unknown tenant")
 
 
 def bearer_token(headers: Mapping[str, str]) -> str:
@@ -77,8 +81,9 @@ class Authenticator:
         token_hash = hash_token(token)
         async with self._db.transaction(api_key_hash=token_hash) as uow:
             key = await uow.api_keys.authenticate(token_hash)
+            revoked = key is None and await uow.api_keys.is_revoked(token_hash)
         if key is None:
-            raise unauthenticated("Invalid or revoked API key")
+            raise unauthenticated("Invalid or revoked API key", "key revoked" if revoked else "invalid token")
         if tenant_id is not None and tenant_id != key.tenant_id:
             raise forbidden("This API key belongs to another tenant")
         # A key acts as staff of its tenant, limited further by its scopes.
@@ -97,8 +102,11 @@ class Authenticator:
             verified = await self._verifier.verify(token)
         except TokenError as exc:
             if exc.reason == "authentication unavailable":
-                raise AuthFailure(503, "UNAUTHENTICATED", "Sign-in keys are unavailable; try again") from None
-            raise unauthenticated(f"Invalid token: {exc.reason}") from None
+                raise AuthFailure(
+                    503, "UNAUTHENTICATED", "Sign-in keys are unavailable; try again", exc.reason
+                ) from None
+            reason = "token expired" if exc.reason == "expired" else "invalid token"
+            raise unauthenticated(f"Invalid token: {exc.reason}", reason) from None
         user_id = verified.user_id
         async with self._db.transaction(tenant_id=tenant_id, user_id=user_id) as uow:
             role, is_ops = await uow.tenants.access_of(tenant_id, user_id)
@@ -106,4 +114,18 @@ class Authenticator:
             if not is_ops:
                 raise forbidden("You are not a member of this tenant")
             role = Role.OPS
-        return Actor(user_id=user_id, email=verified.email, tenant_id=tenant_id, role=role, is_ops=is_ops)
+        return Actor(
+            user_id=user_id,
+            email=verified.email,
+            tenant_id=tenant_id,
+            role=role,
+            is_ops=is_ops,
+            expires_at=_expiry(verified.claims.get("exp")),
+        )
+
+
+def _expiry(exp: object) -> datetime | None:
+    # pyjwt has checked that ``exp`` is a number in the future.
+    if isinstance(exp, int | float) and not isinstance(exp, bool):
+        return datetime.fromtimestamp(exp, UTC)
+    return None

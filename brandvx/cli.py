@@ -26,6 +26,10 @@ class TokenRole(StrEnum):
     OPS = "OPS"
 
 
+class UnknownTenant(Exception):
+    pass
+
+
 def _settings() -> Settings:
     try:
         return Settings()
@@ -59,11 +63,11 @@ def serve(
     migrate: Annotated[bool, typer.Option("--migrate/--no-migrate", help="Apply migrations first.")] = True,
 ) -> None:
     """Start the API (with embedded PostgreSQL and Redis unless DATABASE_URL and REDIS_URL are set)."""
-    import uvicorn
-
     from brandvx.app import create_app
     from brandvx.dev_secrets import with_dev_secrets
     from brandvx.runtime import resolve_servers
+    from brandvx.server import ServerConfig
+    from brandvx.server import run as run_server
 
     settings = with_dev_secrets(_settings())
     # Unless configured, links we hand out (OAuth callbacks, connect forms) point at this server.
@@ -83,11 +87,20 @@ def serve(
     if demo:
         _print_demo(settings, host, port)
     # Subscription events are small JSON frames: compressing each one costs more CPU (and latency) than
-    # the bytes it saves.
-    server_options: dict[str, Any] = {"host": host, "port": port, "ws_per_message_deflate": False}
+    # the bytes it saves. WebSocket messages get the HTTP body limit.
+    server_options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "ws_per_message_deflate": False,
+        "ws_max_size": settings.max_body_bytes,
+        "timeout_keep_alive": settings.keep_alive_timeout_seconds,
+        "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
+        "header_timeout_seconds": settings.header_timeout_seconds,
+        "log_level": "info",
+    }
     try:
         if workers == 1:
-            uvicorn.run(create_app(settings, inline_worker=inline), log_level="info", **server_options)
+            run_server(ServerConfig(create_app(settings, inline_worker=inline), **server_options))
         else:
             # Child processes build their own app from the environment; hand them what we resolved.
             for name, value in {
@@ -102,7 +115,9 @@ def serve(
             }.items():
                 if value:
                     os.environ[name] = value
-            uvicorn.run("brandvx.app:create_app", factory=True, workers=workers, **server_options)
+            run_server(
+                ServerConfig("brandvx.app:create_app", factory=True, workers=workers, **server_options)
+            )
     finally:
         if embedded is not None:
             embedded.stop()
@@ -232,7 +247,11 @@ def token(
         if role is not TokenRole.OPS and tenant is None:
             typer.echo("--role needs --tenant", err=True)
             raise typer.Exit(2)
-        asyncio.run(_grant(settings, tenant, user, role))
+        try:
+            asyncio.run(_grant(settings, tenant, user, role))
+        except UnknownTenant as exc:
+            typer.echo(f"unknown tenant: {exc}", err=True)
+            raise typer.Exit(2) from None
     typer.echo(mint_token(secret, user_id=user, email=email, ttl_seconds=ttl))
 
 
@@ -257,8 +276,13 @@ async def _grant(settings: Settings, tenant: str | None, user: str, role: TokenR
                     {"u": user},
                 )
         else:
-            tenant_id = uuid.UUID(tenant or "")
+            try:
+                tenant_id = uuid.UUID(tenant or "")
+            except ValueError:
+                raise UnknownTenant(f"{tenant!r} is not a tenant UUID") from None
             async with owner.transaction(tenant_id=tenant_id) as uow:
+                if await uow.tenants.get(tenant_id) is None:
+                    raise UnknownTenant(f"no tenant {tenant_id}")
                 await uow.tenants.grant(tenant_id, user, Role(role.value))
     finally:
         await owner.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -14,7 +15,6 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.execution import ExecutionResult
@@ -23,9 +23,10 @@ from strawberry.types.unset import UNSET, UnsetType
 from brandvx.auth import AuthFailure
 from brandvx.explorer import render_explorer_html
 from brandvx.runtime import Runtime
+from brandvx.ws_sessions import ConnectionRefused, LimitedWebSocketAdapter, OpenSockets, TransportWSHandler
 from persistence.availability import RETRY_AFTER_SECONDS
 from resolvers.context import Context
-from schema.errors import SERVICE_UNAVAILABLE, code_for, mask_uncaught, unavailable_error
+from schema.errors import code_for, mask_uncaught, unavailable_error
 
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:
@@ -45,12 +46,16 @@ def _orjson_default(value: Any) -> Any:
 
 
 class GraphQLView(GraphQL[Context, None]):
+    graphql_transport_ws_handler_class = TransportWSHandler
+    websocket_adapter_class = LimitedWebSocketAdapter
+
     def __init__(
         self,
         schema: strawberry.Schema,
         *,
         max_body_bytes: int,
         allowed_origins: list[str],
+        body_timeout_seconds: float = 30.0,
     ) -> None:
         super().__init__(
             schema,
@@ -61,6 +66,9 @@ class GraphQLView(GraphQL[Context, None]):
             allowed_origins=allowed_origins,
         )
         self._max_body_bytes = max_body_bytes
+        self.max_message_bytes = max_body_bytes  # WebSocket messages: the same limit as HTTP bodies
+        self._body_timeout_seconds = body_timeout_seconds
+        self.sockets = OpenSockets()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -97,10 +105,16 @@ class GraphQLView(GraphQL[Context, None]):
         if length is not None and (not length.isdigit() or int(length) > self._max_body_bytes):
             return too_large, b""
         chunks = bytearray()
-        async for chunk in request.stream():
-            chunks += chunk
-            if len(chunks) > self._max_body_bytes:
-                return too_large, b""
+        try:
+            # A client trickling its body would hold a connection (and this task) forever.
+            async with asyncio.timeout(self._body_timeout_seconds):
+                async for chunk in request.stream():
+                    chunks += chunk
+                    if len(chunks) > self._max_body_bytes:
+                        return too_large, b""
+        except TimeoutError:
+            message = f"The request body did not arrive within {self._body_timeout_seconds:g} s"
+            return error_response(408, "BAD_USER_INPUT", message), b""
         body = bytes(chunks)
         if request.method == "POST" and "json" in request.headers.get("content-type", ""):
             try:
@@ -136,17 +150,13 @@ class GraphQLView(GraphQL[Context, None]):
             runtime: Runtime = context.request.app.state.runtime
             context.actor = await runtime.authenticator.authenticate(headers)
         except AuthFailure as failure:
-            raise ConnectionRejectionError({"code": failure.code, "message": failure.message}) from None
+            raise ConnectionRefused(failure.reason) from None
         except Exception as exc:
             unavailable = unavailable_error(exc)
             if unavailable is None:
                 raise
-            payload = {
-                "code": SERVICE_UNAVAILABLE,
-                "message": unavailable.message,
-                **(unavailable.extensions or {}),
-            }
-            raise ConnectionRejectionError(payload) from None
+            # Still 4403 (the protocol's refusal), with a reason: clients retry later.
+            raise ConnectionRefused("service unavailable") from None
         unset: UnsetType = UNSET  # no payload: the ack goes out as {"type": "connection_ack"}
         return unset
 

@@ -28,6 +28,7 @@ from persistence.db import Database
 from persistence.events import READ_BLOCK_MS, ChatReplyFeed, EventStreams, JobEventFeed
 from persistence.nonces import RedisNonces
 from persistence.ratelimit import FallbackCostBudget, MemoryCostBudget, RedisCostBudget
+from persistence.revocations import RedisKeyRevocations
 from persistence.urls import runtime_url, to_asyncpg
 from resolvers.context import AppServices
 
@@ -69,6 +70,7 @@ class Runtime:
     vault: PiiVault
     providers: ProviderClients
     connect: ConnectFlow
+    revocations: RedisKeyRevocations
     embedded: EmbeddedServers | None = None
     background: list[asyncio.Task[Any]] = field(default_factory=list)
 
@@ -158,6 +160,7 @@ def build_runtime(settings: Settings) -> Runtime:
             public_url=settings.public_url, app_url=settings.app_url, allowed_origins=settings.allowed_origins
         ),
     )
+    revocations = RedisKeyRevocations(redis, settings.key_prefix)
     analytics = (
         PostHogAnalytics(api_key=settings.posthog_api_key, host=settings.posthog_host)
         if settings.posthog_api_key
@@ -179,6 +182,7 @@ def build_runtime(settings: Settings) -> Runtime:
             job_events=JobEventFeed(events),
             analytics=analytics,
             budget=rate_limit(settings, redis),
+            revocations=revocations,
         ),
         events=events,
         queue=queue,
@@ -187,6 +191,7 @@ def build_runtime(settings: Settings) -> Runtime:
         vault=vault,
         providers=providers,
         connect=connect,
+        revocations=revocations,
         embedded=embedded,
     )
 

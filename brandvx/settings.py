@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     max_aliases: int = Field(15, alias="BRANDVX_MAX_ALIASES", ge=1)
     max_query_tokens: int = Field(2000, alias="BRANDVX_MAX_QUERY_TOKENS", ge=100)
     allowed_origins_raw: str = Field("", alias="BRANDVX_ALLOWED_ORIGINS")
+    cors_max_age_seconds: int = Field(600, alias="BRANDVX_CORS_MAX_AGE_SECONDS", ge=0)
+    header_timeout_seconds: float = Field(10.0, alias="BRANDVX_HEADER_TIMEOUT_SECONDS", gt=0)
+    body_timeout_seconds: float = Field(30.0, alias="BRANDVX_BODY_TIMEOUT_SECONDS", gt=0)
+    keep_alive_timeout_seconds: int = Field(5, alias="BRANDVX_KEEP_ALIVE_TIMEOUT_SECONDS", ge=1)
+    shutdown_grace_seconds: int = Field(10, alias="BRANDVX_SHUTDOWN_GRACE_SECONDS", ge=0)
     introspection: bool = Field(True, alias="BRANDVX_INTROSPECTION")
     default_phone_region: str = Field("US", alias="BRANDVX_DEFAULT_PHONE_REGION")
 

@@ -20,11 +20,27 @@ from brandvx.settings import Settings
 _SENSITIVE_HEADERS = {"authorization", "cookie", "x-api-key"}
 
 
+class AccessLogWithoutQuery(logging.Filter):
+    """uvicorn's access log, with paths only: query strings carry OAuth ``code``/``state`` and
+    whatever else a client puts in a URL."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
+            record.args = (*args[:2], args[2].split("?", 1)[0], *args[3:])
+        return True
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, AccessLogWithoutQuery) for f in access.filters):
+        access.addFilter(AccessLogWithoutQuery())
+    # httpx logs every provider request's full URL at INFO (query strings included).
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def _scrub(event: Any, hint: Any) -> Any:

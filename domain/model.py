@@ -47,6 +47,8 @@ class Actor:
     api_key_id: uuid.UUID | None = None
     scopes: frozenset[ApiScope] | None = None
     is_ops: bool = False
+    # When the credentials stop being valid (a JWT's ``exp``); None: until revoked (API keys).
+    expires_at: datetime | None = None
 
     @property
     def via_api_key(self) -> bool:

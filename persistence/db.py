@@ -56,6 +56,8 @@ class Database:
             pool_size=pool_size,
             max_overflow=pool_size,
             pool_recycle=1800,
+            # Statement parameters are contact details and ciphertexts: never in errors or logs.
+            hide_parameters=True,
         )
 
     async def dispose(self) -> None:

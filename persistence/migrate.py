@@ -34,7 +34,7 @@ async def upgrade(owner_url: str, *, runtime_role: str, runtime_password: str | 
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 
-    engine = create_async_engine(to_asyncpg(owner_url))
+    engine = create_async_engine(to_asyncpg(owner_url), hide_parameters=True)
     try:
         async with engine.begin() as connection:
             await connection.run_sync(run)

@@ -252,6 +252,17 @@ class ApiKeyRepo:
         )
         return result.first() is not None
 
+    async def is_revoked(self, token_hash: bytes) -> bool:
+        """Whether this hash names a key that was revoked (needs ``app.api_key_hash`` like authenticate)."""
+        row = (
+            await self._conn.execute(
+                select(t.api_keys.c.id).where(
+                    t.api_keys.c.token_hash == token_hash, t.api_keys.c.revoked_at.is_not(None)
+                )
+            )
+        ).first()
+        return row is not None
+
     async def authenticate(self, token_hash: bytes) -> ApiKey | None:
         """Needs ``app.api_key_hash`` set to this hash in the transaction (see the RLS policy)."""
         row = (

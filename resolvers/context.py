@@ -16,7 +16,7 @@ from domain.errors import Forbidden
 from domain.jobs import JobEvents, JobQueue
 from domain.model import Actor, AppointmentSource, ChatMessage, Contact, Tenant
 from domain.pagination import Page, PageRequest
-from domain.ports import UnitOfWork, UnitOfWorkFactory
+from domain.ports import KeyRevocations, UnitOfWork, UnitOfWorkFactory
 from domain.providers import ProviderCatalog
 from domain.throttle import CostBudget
 
@@ -34,6 +34,7 @@ class AppServices:
     job_events: JobEvents
     analytics: Analytics
     budget: CostBudget | None = None  # the per-tenant rate limit; None: not limited
+    revocations: KeyRevocations | None = None  # ends open WebSockets of a revoked key, in every process
 
 
 @dataclass

@@ -90,3 +90,17 @@ def test_worker_needs_servers(tmp_path: Path) -> None:
     result = brandvx("worker", env={"BRANDVX_DATA_DIR": str(tmp_path)})
     assert result.returncode == 2
     assert "REDIS_URL" in result.stderr
+
+
+@pytest.mark.parametrize("tenant", ["00000000-0000-4000-8000-000000000000", "not-a-tenant"])
+def test_token_for_an_unknown_tenant_is_a_one_line_error(migrated: Settings, tenant: str) -> None:
+    env = {
+        "BRANDVX_ENV": "test",
+        "BRANDVX_JWT_SECRET": JWT_SECRET,
+        "DATABASE_URL": migrated.database_url or "",
+    }
+    result = brandvx("token", "--tenant", tenant, "--role", "STAFF", env=env)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("unknown tenant:")
+    assert result.stderr.strip().count("\n") == 0, result.stderr

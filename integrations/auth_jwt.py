@@ -16,7 +16,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Literal
@@ -91,6 +91,7 @@ class JwtVerifier:
         jwks_cache_seconds: int = 600,
         allow_weak_secret: bool = False,
         issuer: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         # Settings often surface an unset variable as "", which must not count as a configured key.
         hs256_secret = hs256_secret or None
@@ -116,6 +117,7 @@ class JwtVerifier:
         self._issuer = issuer
         self._leeway = min(leeway_seconds, _MAX_LEEWAY_SECONDS)
         self._jwks_cache_seconds = float(jwks_cache_seconds)
+        self._clock = clock  # monotonic seconds; tests pass a clock they move by hand
 
         self._client = http_client
         self._owns_client = http_client is None
@@ -211,12 +213,12 @@ class JwtVerifier:
             raise TokenError("unknown key")
 
     def _fresh_key(self, kid: str) -> jwt.PyJWK | None:
-        if time.monotonic() >= self._keys_expire_at:
+        if self._clock() >= self._keys_expire_at:
             return None
         return self._keys.get(kid)
 
     def _may_fetch_now(self) -> bool:
-        now = time.monotonic()
+        now = self._clock()
         if now < self._no_fetch_before:
             return False
         if now >= self._keys_expire_at:
@@ -225,7 +227,7 @@ class JwtVerifier:
         return now - self._last_unknown_kid_refetch >= _UNKNOWN_KID_REFETCH_SECONDS
 
     async def _refresh(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         if now < self._keys_expire_at:
             self._last_unknown_kid_refetch = now
         self._fetch_attempts += 1
@@ -233,10 +235,10 @@ class JwtVerifier:
             keys = await self._fetch_keys()
         except _JwksUnavailable:
             self._last_fetch_failed = True
-            self._no_fetch_before = time.monotonic() + _FETCH_FAILURE_BACKOFF_SECONDS
+            self._no_fetch_before = self._clock() + _FETCH_FAILURE_BACKOFF_SECONDS
             return
         self._keys = keys
-        self._keys_expire_at = time.monotonic() + self._jwks_cache_seconds
+        self._keys_expire_at = self._clock() + self._jwks_cache_seconds
         self._last_fetch_failed = False
 
     async def _fetch_keys(self) -> dict[str, jwt.PyJWK]:

@@ -127,6 +127,19 @@ def _closed_port_url() -> str:
 MakeVerifier = Callable[..., JwtVerifier]
 
 
+class ManualClock:
+    """A monotonic clock that moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @pytest.fixture
 async def make_verifier() -> AsyncIterator[MakeVerifier]:
     created: list[JwtVerifier] = []
@@ -485,9 +498,10 @@ async def test_bad_jwks_response_is_authentication_unavailable(
 async def test_cached_key_outlives_a_failed_refresh(
     make_verifier: MakeVerifier, jwks_server: JwksServer, keys: Keys
 ) -> None:
-    verifier = make_verifier(jwks_url=jwks_server.url, jwks_cache_seconds=1)
+    clock = ManualClock()
+    verifier = make_verifier(jwks_url=jwks_server.url, jwks_cache_seconds=1, clock=clock)
     await verifier.verify(_rs256(keys))
-    await asyncio.sleep(1.1)
+    clock.advance(1.1)
     jwks_server.status = 503
 
     assert (await verifier.verify(_rs256(keys))).user_id == "user-123"

@@ -3,9 +3,9 @@
 from integrations.google.client import (
     CALENDAR_SCOPE,
     SCOPES,
-    TIME_UNKNOWN,
     GoogleCalendarClient,
     GoogleCalendarSource,
 )
+from integrations.google.mapping import TIME_UNKNOWN
 
 __all__ = ["CALENDAR_SCOPE", "SCOPES", "TIME_UNKNOWN", "GoogleCalendarClient", "GoogleCalendarSource"]

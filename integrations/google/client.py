@@ -29,31 +29,34 @@ body, so failures can be classified properly. Messages never include tokens or e
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
-import math
 import re
 import uuid
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from types import TracebackType
 from typing import Any, Final
 from urllib.parse import quote, urlencode
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import httpx
-
-from domain.model import Provider
 from domain.sync import (
     ExternalAppointment,
-    ExternalCustomer,
     FetchedPage,
     IncompleteSync,
     ProviderError,
     TokenSet,
 )
+from integrations.google.api import (
+    _api_failure,
+    _events_url,
+    _id_token_claims,
+    _json_object,
+    _Observer,
+    _require_aware,
+    _SyncTokenExpired,
+    _time_param,
+    _token_failure,
+)
+from integrations.google.mapping import to_external_appointment
 from integrations.http import ProviderHttp
 
 log = logging.getLogger("brandvx.integrations.google")
@@ -63,56 +66,7 @@ SCOPES: Final = (CALENDAR_SCOPE, "openid", "email")
 PAGE_SIZE: Final = 250
 # 2.5 million events at 250 a page: past this, paging is looping, not progressing.
 MAX_PAGES: Final = 10_000
-# starts_at == ends_at == TIME_UNKNOWN: a cancellation whose times Google no longer sends.
-TIME_UNKNOWN: Final = datetime(1970, 1, 1, tzinfo=UTC)
-
-_NOT_APPOINTMENTS = frozenset({"outOfOffice", "focusTime", "workingLocation", "fromGmail", "birthday"})
-_RATE_LIMIT_REASONS = frozenset(
-    {"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded", "dailyLimitExceeded"}
-)
 _EVENT_ID = re.compile(r"[a-v0-9]{5,1024}")  # base32hex, as Google requires for client-chosen ids
-
-
-class _Observer(httpx.Auth):
-    """Adds the bearer token (when there is one) and keeps the body of the last error response."""
-
-    requires_response_body = True
-
-    def __init__(self, bearer: str | None = None) -> None:
-        self._bearer = bearer
-        self.error_body: dict[str, Any] | None = None
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        if self._bearer is not None:
-            request.headers["Authorization"] = f"Bearer {self._bearer}"
-        response = yield request
-        self.error_body = None
-        if response.status_code >= 400:
-            try:
-                body = response.json()
-            except ValueError:
-                return
-            if isinstance(body, dict):
-                self.error_body = body
-
-    @property
-    def oauth_error(self) -> str | None:
-        """The token endpoint's ``error`` code (RFC 6749 section 5.2)."""
-        code = (self.error_body or {}).get("error")
-        return code if isinstance(code, str) else None
-
-    @property
-    def reasons(self) -> set[str]:
-        """The ``error.errors[].reason`` values of a Google API error."""
-        error = (self.error_body or {}).get("error")
-        details = error.get("errors") if isinstance(error, dict) else None
-        if not isinstance(details, list):
-            return set()
-        return {d["reason"] for d in details if isinstance(d, dict) and isinstance(d.get("reason"), str)}
-
-
-class _SyncTokenExpired(Exception):
-    pass
 
 
 class GoogleCalendarClient:
@@ -359,7 +313,7 @@ class GoogleCalendarSource:
             items = body.get("items")
             records: list[ExternalAppointment] = []
             for item in items if isinstance(items, list) else []:
-                record = _appointment(item, calendar_tz) if isinstance(item, dict) else None
+                record = to_external_appointment(item, calendar_tz) if isinstance(item, dict) else None
                 if record is not None:
                     records.append(record)
             yield FetchedPage(items=records)
@@ -384,176 +338,3 @@ class GoogleCalendarSource:
                 raise _SyncTokenExpired from error
             raise _api_failure(error, observer) from error
         return _json_object(response, "Google Calendar")
-
-
-# --- mapping ---
-
-
-def _appointment(event: dict[str, Any], calendar_tz: str | None) -> ExternalAppointment | None:
-    event_id = event.get("id")
-    if not isinstance(event_id, str) or not event_id:
-        return None
-    if event.get("eventType") in _NOT_APPOINTMENTS or _is_all_day(event.get("start")):
-        return None
-    cancelled = event.get("status") == "cancelled"
-    starts = _event_time(event.get("start"), calendar_tz)
-    ends = _event_time(event.get("end"), calendar_tz)
-    original = event.get("originalStartTime")
-    if starts is None or ends is None:
-        if not cancelled:
-            log.warning("Google Calendar event %s has no start or end time; skipped", event_id)
-            return None
-        if _is_all_day(original):
-            return None
-        starts = ends = _event_time(original, calendar_tz) or TIME_UNKNOWN
-    summary = event.get("summary")
-    return ExternalAppointment(
-        provider=Provider.GOOGLE,
-        external_id=event_id,
-        title=summary if isinstance(summary, str) else "",
-        starts_at=starts,
-        ends_at=ends,
-        status="cancelled" if cancelled else "booked",
-        customer=_customer(event.get("attendees")),
-        shared_reference=_shared_reference(event, _event_time(original, calendar_tz)),
-    )
-
-
-def _is_all_day(value: object) -> bool:
-    return isinstance(value, dict) and "date" in value and "dateTime" not in value
-
-
-def _event_time(value: object, calendar_tz: str | None) -> datetime | None:
-    if not isinstance(value, dict) or not isinstance(value.get("dateTime"), str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value["dateTime"])
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        # Google requires an offset unless timeZone is given; honour either.
-        zone = value.get("timeZone")
-        parsed = parsed.replace(tzinfo=_zone(zone if isinstance(zone, str) else calendar_tz))
-    return parsed
-
-
-@lru_cache(maxsize=64)
-def _zone(name: str | None) -> ZoneInfo:
-    try:
-        return ZoneInfo(name) if name else ZoneInfo("UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
-
-
-def _customer(attendees: object) -> ExternalCustomer | None:
-    """The first attendee who is neither the calendar's owner (``self``) nor a room (``resource``)."""
-    if not isinstance(attendees, list):
-        return None
-    for attendee in attendees:
-        if not isinstance(attendee, dict) or attendee.get("self") or attendee.get("resource"):
-            continue
-        name, email, profile = attendee.get("displayName"), attendee.get("email"), attendee.get("id")
-        return ExternalCustomer(
-            external_id=profile if isinstance(profile, str) else None,
-            name=name if isinstance(name, str) and name else None,
-            email=email if isinstance(email, str) and email else None,
-        )
-    return None
-
-
-def _shared_reference(event: dict[str, Any], original_start: datetime | None) -> str | None:
-    uid = event.get("iCalUID")
-    if not isinstance(uid, str) or not uid:
-        return None
-    if event.get("recurringEventId") and original_start is not None:
-        return f"{uid};RECURRENCE-ID={original_start.astimezone(UTC):%Y%m%dT%H%M%SZ}"
-    return uid
-
-
-# --- helpers ---
-
-
-def _events_url(api_base: str, calendar_id: str) -> str:
-    return f"{api_base}/calendar/v3/calendars/{quote(calendar_id, safe='')}/events"
-
-
-def _require_aware(value: datetime, name: str) -> None:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{name} must be timezone-aware")
-
-
-def _time_param(value: datetime, *, up: bool) -> str:
-    """RFC 3339 in UTC to the second, rounded outward so the range never shrinks."""
-    seconds = value.timestamp()
-    whole = math.ceil(seconds) if up else math.floor(seconds)
-    return datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _json_object(response: httpx.Response, what: str) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        raise ProviderError("transient", f"{what} sent a response that is not a JSON object")
-    return body
-
-
-def _id_token_claims(id_token: object, *, audience: str) -> dict[str, Any]:
-    """The claims of Google's ID token, read WITHOUT checking its signature.
-
-    Sound only for a token in the response to our own TLS call to Google's token endpoint,
-    authenticated with the client secret: OpenID Connect Core 3.1.3.7 lets TLS server validation
-    stand in for the signature there. Never call this on a token that came from a browser.
-    """
-    if not isinstance(id_token, str) or id_token.count(".") != 2:
-        return {}
-    payload = id_token.split(".")[1]
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except ValueError:
-        return {}
-    if not isinstance(claims, dict) or claims.get("aud") != audience:
-        return {}
-    return claims
-
-
-def _token_failure(error: ProviderError, oauth_error: str | None, grant_type: str) -> ProviderError:
-    status = error.status
-    if oauth_error == "invalid_grant":
-        if grant_type == "refresh_token":
-            message = "Google no longer accepts this connection (access was revoked or expired); reconnect"
-        else:
-            message = "Google did not accept the authorization code (expired or already used); try again"
-        return ProviderError("auth", message, status=status)
-    if oauth_error in ("invalid_client", "unauthorized_client"):
-        return ProviderError("permanent", "Google rejected BrandVX's OAuth client credentials", status=status)
-    if oauth_error == "redirect_uri_mismatch":
-        return ProviderError(
-            "permanent",
-            "Google rejected the OAuth redirect URI (not registered for the client)",
-            status=status,
-        )
-    if oauth_error and error.kind == "permanent":
-        return ProviderError(
-            "permanent", f"Google's token endpoint refused the request ({oauth_error})", status=status
-        )
-    return error
-
-
-def _api_failure(error: ProviderError, observer: _Observer) -> ProviderError:
-    reasons = observer.reasons
-    if error.status == 403 and reasons & _RATE_LIMIT_REASONS:
-        return ProviderError(
-            "rate_limited",
-            "Google Calendar usage limits were exceeded",
-            status=403,
-            retry_after=error.retry_after,
-        )
-    if error.status == 403 and reasons & {"insufficientPermissions", "forbidden"}:
-        return ProviderError(
-            "permanent", "The Google account has not granted BrandVX access to this calendar", status=403
-        )
-    if error.status == 404:
-        return ProviderError("permanent", "Google Calendar could not find the calendar or event", status=404)
-    return error

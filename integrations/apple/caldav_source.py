@@ -55,20 +55,19 @@ import ipaddress
 import json
 import logging
 import math
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from datetime import datetime, timedelta
 from typing import Any, Final, ParamSpec, TypeVar, cast
 from urllib.parse import urlsplit
 
-import icalendar
 from caldav.calendarobjectresource import CalendarObjectResource
 from caldav.collection import Calendar
 from caldav.davclient import DAVClient
 from caldav.lib import error as caldav_error
 from caldav.lib.http_sync import requests as caldav_http
 
-from domain.model import Provider
-from domain.sync import AppointmentStatus, ExternalAppointment, ExternalCustomer, FetchedPage, ProviderError
+from domain.sync import ExternalAppointment, FetchedPage, ProviderError
+from integrations.apple.mapping import appointment_from_vevent, as_utc
 
 __all__ = [
     "ICLOUD_CALDAV_URL",
@@ -81,7 +80,6 @@ __all__ = [
 PROVIDER_NAME: Final = "Apple"
 ICLOUD_CALDAV_URL: Final = "https://caldav.icloud.com"
 _LOOPBACK_HOSTS: Final = frozenset({"localhost"})
-_NON_CUSTOMER_CUTYPES: Final = frozenset({"GROUP", "RESOURCE", "ROOM"})
 # An unchanged account is still read in full this often: the window's far end moves with the clock,
 # and occurrences of an unchanged series that enter the window are only found by a read.
 FULL_READ_EVERY: Final = timedelta(days=1)
@@ -147,7 +145,7 @@ class AppleCalendarSource:
         With a ``sync_token`` from an earlier sync: no page at all when no calendar changed since (see
         the module notes), else the full read with ``full_resync`` set.
         """
-        window = (_as_utc(start, "start"), _as_utc(end, "end"))
+        window = (as_utc(start, "start"), as_utc(end, "end"))
         self._next_sync_token = None
         self.full_resync = False
         if window[1] <= window[0]:
@@ -241,48 +239,6 @@ class AppleCalendarSource:
         if skipped:
             log.debug("apple: %d events were not appointments (all-day or incomplete)", skipped)
         return records
-
-
-def appointment_from_vevent(
-    event: icalendar.Component, *, owner: str | None = None
-) -> ExternalAppointment | None:
-    """The appointment a VEVENT stands for, or None (all-day, no UID or no DTSTART).
-
-    ``owner`` is the account's own calendar address (lower case, without ``mailto:``), never taken
-    as the customer.
-    """
-    uid = _text(event, "UID")
-    raw_start = _decoded(event, "DTSTART")
-    if not uid or not isinstance(raw_start, datetime):
-        return None
-    starts_at = _pinned(raw_start)
-    raw_end = _decoded(event, "DTEND")
-    raw_duration = _decoded(event, "DURATION")
-    if isinstance(raw_end, datetime):
-        ends_at = _pinned(raw_end)
-    elif raw_end is not None:
-        return None  # a DATE end on a DATE-TIME start: not a valid event
-    elif isinstance(raw_duration, timedelta):
-        ends_at = _add_duration(starts_at, raw_duration)
-    else:
-        ends_at = starts_at
-    external_id = uid
-    recurrence_id = _decoded(event, "RECURRENCE-ID")
-    if isinstance(recurrence_id, datetime):
-        external_id = f"{uid}#{_pinned(recurrence_id).astimezone(UTC):%Y%m%dT%H%M%SZ}"
-    elif isinstance(recurrence_id, date):
-        external_id = f"{uid}#{recurrence_id:%Y%m%d}"
-    status: AppointmentStatus = "cancelled" if _text(event, "STATUS").upper() == "CANCELLED" else "booked"
-    return ExternalAppointment(
-        provider=Provider.APPLE,
-        external_id=external_id,
-        title=_text(event, "SUMMARY").strip(),
-        starts_at=starts_at.astimezone(UTC),
-        ends_at=ends_at.astimezone(UTC),
-        status=status,
-        customer=_customer(event, owner=owner),
-        shared_reference=uid,
-    )
 
 
 def provider_error(exc: BaseException) -> ProviderError | None:
@@ -443,102 +399,10 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _as_utc(value: datetime, what: str) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{what} must be timezone-aware")
-    return value.astimezone(UTC)
-
-
-def _pinned(value: datetime) -> datetime:
-    """An aware datetime; a floating time is read as UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None or value.utcoffset() is None else value
-
-
-def _add_duration(start: datetime, duration: timedelta) -> datetime:
-    """RFC 5545 §3.3.6: days and weeks are nominal (wall-clock days), hours and less exact."""
-    nominal = timedelta(days=duration.days)
-    return (start + nominal).astimezone(UTC) + (duration - nominal)
-
-
 def _overlaps(record: ExternalAppointment, start: datetime, end: datetime) -> bool:
     if record.starts_at >= end:
         return False
     return record.ends_at > start or record.starts_at >= start  # a zero-length event at `start` is in
-
-
-def _decoded(component: icalendar.Component, name: str) -> object:
-    if name not in component:
-        return None
-    value: object = component.decoded(name)
-    return value
-
-
-def _text(component: icalendar.Component, name: str) -> str:
-    value: object = component.get(name)
-    if isinstance(value, list):
-        value = value[0] if value else None
-    return str(value) if value is not None else ""
-
-
-def _addresses(component: icalendar.Component, name: str) -> list[icalendar.vCalAddress]:
-    value: object = component.get(name)
-    values: Iterable[object] = value if isinstance(value, list) else () if value is None else (value,)
-    return [item for item in values if isinstance(item, icalendar.vCalAddress)]
-
-
-def _param(address: icalendar.vCalAddress, name: str) -> str | None:
-    value: object = address.params.get(name)
-    text = str(value).strip() if value is not None else ""
-    return text or None
-
-
-def _address_key(address: str) -> str:
-    text = address.strip()
-    if text.lower().startswith("mailto:"):
-        text = text[len("mailto:") :]
-    return text.casefold()
-
-
-def _customer(event: icalendar.Component, *, owner: str | None) -> ExternalCustomer | None:
-    organizers = _addresses(event, "ORGANIZER")
-    organizer = organizers[0] if organizers else None
-    not_customers = {key for key in (owner, organizer and _address_key(organizer)) if key}
-    attendees = [
-        attendee
-        for attendee in _addresses(event, "ATTENDEE")
-        if (_param(attendee, "CUTYPE") or "INDIVIDUAL").upper() not in _NON_CUSTOMER_CUTYPES
-    ]
-    for attendee in attendees:
-        if _address_key(attendee) not in not_customers:
-            customer = _as_customer(attendee)
-            if customer is not None:
-                return customer
-    # Invited by someone else: no attendee but the account itself, so the inviter is the customer.
-    if (
-        organizer is not None
-        and owner
-        and _address_key(organizer) != owner
-        and any(_address_key(attendee) == owner for attendee in attendees)
-    ):
-        return _as_customer(organizer)
-    return None
-
-
-def _as_customer(address: icalendar.vCalAddress) -> ExternalCustomer | None:
-    value = address.strip()
-    scheme, _, rest = value.partition(":")
-    email = _param(address, "EMAIL")
-    phone = None
-    if scheme.lower() == "mailto" and rest.strip():
-        email = rest.strip()
-    elif scheme.lower() == "tel" and rest.strip():
-        phone = rest.strip()
-    name = _param(address, "CN")
-    if name is not None and email is not None and name.casefold() == email.casefold():
-        name = None  # clients often repeat the address as the name
-    if email is None and phone is None and name is None:
-        return None
-    return ExternalCustomer(external_id=None, name=name, email=email, phone=phone)
 
 
 def _unavailable(status: int) -> str:

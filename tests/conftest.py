@@ -92,8 +92,9 @@ def servers() -> Iterator[Servers]:
 
 
 @pytest.fixture(scope="session")
-def settings(servers: Servers) -> Settings:
-    return Settings(
+def settings(servers: Servers) -> Iterator[Settings]:
+    data_dir = tempfile.mkdtemp(prefix="brandvx-data-")
+    yield Settings(
         BRANDVX_ENV="test",
         DATABASE_URL=servers.database_url,
         REDIS_URL=servers.redis_url,
@@ -101,9 +102,10 @@ def settings(servers: Servers) -> Settings:
         BRANDVX_JWT_SECRET=JWT_SECRET,
         BRANDVX_ENCRYPTION_KEYS=Keyring.generate_spec("t1"),
         BRANDVX_BLIND_INDEX_KEY=base64.b64encode(secrets.token_bytes(32)).decode(),
-        BRANDVX_DATA_DIR=tempfile.mkdtemp(prefix="brandvx-data-"),
+        BRANDVX_DATA_DIR=data_dir,
         BRANDVX_MAX_BODY_BYTES=65536,
     )
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -118,7 +118,7 @@ async def connect_form(request: Request) -> Response:
     )
 
 
-async def _raw_body(request: Request) -> bytes | None:
+async def raw_body(request: Request) -> bytes | None:
     length = request.headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) > MAX_WEBHOOK_BYTES):
         return None
@@ -139,7 +139,7 @@ async def webhook(request: Request) -> Response:
     adapter = runtime.providers.adapter(provider) if provider else None
     if provider is None or adapter is None or adapter.webhooks is None:
         return JSONResponse({"error": "no webhooks for this provider"}, status_code=404)
-    body = await _raw_body(request)
+    body = await raw_body(request)
     if body is None:
         return JSONResponse({"error": "body too large"}, status_code=413)
     hook = InboundWebhook(
@@ -160,8 +160,12 @@ async def webhook(request: Request) -> Response:
 
 
 def provider_routes() -> list[Route]:
+    from brandvx.shopify_webhooks import shopify_webhook
+
     return [
         Route("/oauth/{provider}/callback", oauth_callback, methods=["GET"]),
         Route("/connect/{provider}", connect_form, methods=["GET", "POST"]),
+        # Before the generic route: Shopify's topics also disconnect and erase, not only nudge a sync.
+        Route("/webhooks/shopify", shopify_webhook, methods=["POST"]),
         Route("/webhooks/{provider}", webhook, methods=["POST"]),
     ]

@@ -159,6 +159,14 @@ class ConnectFlow:
                 log.info("revoking an unusable %s grant failed", provider.value)
             raise ProviderFailed(problem)
         await self._save(state, provider, tokens, config)
+        # Set-up a client does once connected (Shopify: its webhook subscriptions), where it has any.
+        on_connected = getattr(oauth, "on_connected", None)
+        if on_connected is not None:
+            try:
+                await on_connected(tokens, self.urls.public_url)
+            except ProviderError as exc:
+                # Connected all the same: syncs work, and a reconnect sets up again.
+                log.warning("%s set-up after connecting failed: %s", provider.value, exc.message)
         return self.landing(state, provider, ok=True)
 
     async def complete_form(self, provider: Provider, token: str, values: dict[str, str]) -> str:

@@ -224,6 +224,25 @@ async def disconnect(uow: UnitOfWork, actor: Actor, provider: Provider) -> Conne
     return removed
 
 
+async def uninstalled(uow: UnitOfWork, provider: Provider) -> bool:
+    """The provider says our app was removed from the account: the connection goes (its token is
+    already dead, nothing to revoke) and the provider's queued or running syncs are cancelled.
+    False when the tenant had no such connection (a repeated notice)."""
+    removed = await uow.connections.remove(provider)
+    for kind in ("inventory_sync", "calendar_sync"):
+        job = await uow.jobs.active_with_key(f"{kind}:{provider.value}")
+        if job is not None:
+            await uow.jobs.request_cancel(job.id)
+    return removed is not None
+
+
+async def erase_provider_data(uow: UnitOfWork, provider: Provider) -> int:
+    """A provider's request to erase what we hold for an account (Shopify's shop/redact): the
+    connection if still there, and every inventory item synced from it. Returns the items deleted."""
+    await uninstalled(uow, provider)
+    return await uow.sync.remove_inventory(provider)
+
+
 class ConnectFlowPort(Protocol):
     async def start(self, actor: Actor, provider: Provider, redirect_uri: str | None) -> str: ...
     async def revoke(self, tenant_id: uuid.UUID, connection: Connection) -> None: ...

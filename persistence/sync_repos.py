@@ -198,6 +198,16 @@ async def forget_webhook(conn: AsyncConnection, provider: Provider, event_id: st
     )
 
 
+async def seen_webhook(conn: AsyncConnection, provider: Provider, event_id: str) -> bool:
+    """Whether an event id was recorded, without recording it."""
+    found = await conn.scalar(
+        select(t.webhook_events.c.event_id).where(
+            t.webhook_events.c.provider == provider.value, t.webhook_events.c.event_id == event_id
+        )
+    )
+    return found is not None
+
+
 async def first_seen_webhook(conn: AsyncConnection, provider: Provider, event_id: str) -> bool:
     """Record an event id; False when it was seen before (a retry or a replay)."""
     stmt = pg_insert(t.webhook_events).values(
@@ -544,6 +554,12 @@ class SyncRepo:
         i = t.inventory_items.c
         result = await self._conn.execute(
             delete(t.inventory_items).where(i.provider == provider.value, i.synced_at < synced_before)
+        )
+        return result.rowcount
+
+    async def remove_inventory(self, provider: Provider) -> int:
+        result = await self._conn.execute(
+            delete(t.inventory_items).where(t.inventory_items.c.provider == provider.value)
         )
         return result.rowcount
 

@@ -45,7 +45,9 @@ __all__ = [
     "DEFAULT_API_VERSION",
     "INVENTORY_IDS_PER_CALL",
     "PAGE_LIMIT",
+    "PRIVACY_TOPICS",
     "SCOPES",
+    "WEBHOOK_TOPICS",
     "InvalidShopDomain",
     "ShopifyClient",
     "ShopifyInventory",
@@ -59,6 +61,11 @@ __all__ = [
 PROVIDER_NAME: Final = "Shopify"
 DEFAULT_API_VERSION: Final = "2024-10"
 SCOPES: Final = ("read_products", "read_inventory", "read_locations")
+# Subscribed through the Admin API at install; every delivery is only a nudge to re-read the shop.
+WEBHOOK_TOPICS: Final = ("inventory_levels/update", "products/update", "products/delete", "app/uninstalled")
+# Shopify's mandatory privacy webhooks: set in the app's configuration (Partner Dashboard or
+# shopify.app.toml), not through the API; served at the same address with the same signature.
+PRIVACY_TOPICS: Final = ("customers/data_request", "customers/redact", "shop/redact")
 PAGE_LIMIT: Final = 250
 INVENTORY_IDS_PER_CALL: Final = 50
 DEFAULT_VARIANT_TITLE: Final = "Default Title"
@@ -411,6 +418,27 @@ class ShopifyClient:
             if error.kind != "auth":
                 raise
 
+    async def subscribe_webhooks(self, shop: str, access_token: str, address: str) -> list[str]:
+        """``POST /admin/api/{version}/webhooks.json`` for every topic in WEBHOOK_TOPICS; the topics
+        subscribed now. A topic already subscribed to this address (Shopify answers 422) is kept."""
+        domain = normalize_shop(shop)
+        headers = {"X-Shopify-Access-Token": access_token, "Accept": "application/json"}
+        created: list[str] = []
+        for topic in WEBHOOK_TOPICS:
+            try:
+                await self._http(domain).request(
+                    "POST",
+                    f"/admin/api/{self.api_version}/webhooks.json",
+                    headers=headers,
+                    json={"webhook": {"topic": topic, "address": address, "format": "json"}},
+                )
+            except ProviderError as error:
+                if error.status != 422:  # "address for this topic has already been taken"
+                    raise
+                continue
+            created.append(topic)
+        return created
+
     def for_shop(self, shop: str) -> OAuthClient:
         return ShopifyShopOAuth(self, normalize_shop(shop))
 
@@ -438,6 +466,11 @@ class ShopifyShopOAuth:
 
     async def refresh(self, refresh_token: str) -> TokenSet:
         return await self._client.refresh(refresh_token)
+
+    async def on_connected(self, tokens: TokenSet, public_url: str) -> None:
+        """After install: subscribe the shop's webhooks to ``{public_url}/webhooks/shopify``."""
+        address = f"{public_url.rstrip('/')}/webhooks/shopify"
+        await self._client.subscribe_webhooks(self.shop, tokens.access_token, address)
 
     async def revoke(self, token: TokenSet) -> None:
         account = token.account_id or self.shop

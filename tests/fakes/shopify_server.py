@@ -8,6 +8,7 @@ Shopify paths follow it:
   ``shop``, ``state``, ``timestamp``, signed as Shopify signs them (the consent screen, accepted);
 * ``POST /admin/oauth/access_token`` with JSON ``client_id``, ``client_secret``, ``code`` (one use);
 * ``GET  /admin/api/{version}/shop.json``, ``products.json``, ``inventory_levels.json``;
+* ``POST   /admin/api/{version}/webhooks.json`` (a subscription; 422 when topic and address exist);
 * ``DELETE /admin/api_permissions/current.json`` (uninstall: the token stops working).
 
 Paging is Shopify's cursor paging: ``Link: <...?limit=250&page_info=...>; rel="previous",
@@ -124,6 +125,7 @@ class FakeShop:
     currency: str = "USD"
     shop_id: int = 1
     revoked_tokens: set[str] = field(default_factory=set)  # uninstalled: refused with 401
+    webhooks: list[dict[str, Any]] = field(default_factory=list)  # subscriptions, as the API lists them
 
     def variants(self) -> list[FakeVariant]:
         return [v for p in self.products for v in p.variants]
@@ -296,6 +298,7 @@ class FakeShopify(ServedFake):
                 Route(api + "/shop.json", self._shop, methods=["GET"]),
                 Route(api + "/products.json", self._products, methods=["GET"]),
                 Route(api + "/inventory_levels.json", self._inventory_levels, methods=["GET"]),
+                Route(api + "/webhooks.json", self._create_webhook, methods=["POST"]),
             ]
         )
 
@@ -457,14 +460,23 @@ class FakeShopify(ServedFake):
         params["hmac"] = self.sign_query(params)
         return RedirectResponse(f"{query['redirect_uri']}?{urlencode(params)}", status_code=302)
 
-    async def _access_token(self, request: Request) -> Response:
-        shop, error = self._gate(request, api=False)
+    async def _json_call(
+        self, request: Request, *, api: bool
+    ) -> tuple[FakeShop | None, Any, Response | None]:
+        """(shop, JSON body or None, error): the gate, then the body read as JSON."""
+        shop, error = self._gate(request, api=api)
         if error is not None or shop is None:
-            return error or _error(404, "Not Found")
+            return None, None, error or _error(404, "Not Found")
         try:
             body = await request.json()
         except json.JSONDecodeError:
             body = None
+        return shop, body, None
+
+    async def _access_token(self, request: Request) -> Response:
+        shop, body, error = await self._json_call(request, api=False)
+        if error is not None or shop is None:
+            return error or _error(404, "Not Found")
         if not isinstance(body, dict):
             return JSONResponse({"error": "invalid_request"}, status_code=400)
         if body.get("client_id") != self.client_id or body.get("client_secret") != self.client_secret:
@@ -493,6 +505,26 @@ class FakeShopify(ServedFake):
         with self._lock:
             shop.revoked_tokens.add(shop.access_token)
         return JSONResponse({})
+
+    async def _create_webhook(self, request: Request) -> Response:
+        """``POST webhooks.json``: 201 with the subscription; 422 when the topic and address exist."""
+        shop, body, error = await self._json_call(request, api=True)
+        if error is not None or shop is None:
+            return error or _error(404, "Not Found")
+        hook = body.get("webhook") if isinstance(body, dict) else None
+        if not isinstance(hook, dict) or not hook.get("topic") or not hook.get("address"):
+            return _error(422, {"webhook": ["Required parameter missing or invalid"]})
+        with self._lock:
+            if any(w["topic"] == hook["topic"] and w["address"] == hook["address"] for w in shop.webhooks):
+                return _error(422, {"address": ["for this topic has already been taken"]})
+            created = {
+                "id": 1_000_000 + len(shop.webhooks),
+                "topic": hook["topic"],
+                "address": hook["address"],
+                "format": hook.get("format", "json"),
+            }
+            shop.webhooks.append(created)
+        return JSONResponse({"webhook": created}, status_code=201)
 
     async def _shop(self, request: Request) -> Response:
         shop, error = self._gate(request, api=True)

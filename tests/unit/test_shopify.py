@@ -21,6 +21,7 @@ from integrations.shopify import (
     INVENTORY_IDS_PER_CALL,
     PAGE_LIMIT,
     SCOPES,
+    WEBHOOK_TOPICS,
     InvalidShopDomain,
     ShopifyClient,
     missing_scopes,
@@ -432,3 +433,17 @@ def test_webhook_hmac() -> None:
     assert not verify_webhook(client_secret=CLIENT_SECRET, body=body, hmac_header="not base64!")
     hex_digest = hmac.new(CLIENT_SECRET.encode(), body, hashlib.sha256).hexdigest()
     assert not verify_webhook(client_secret=CLIENT_SECRET, body=body, hmac_header=hex_digest)
+
+
+async def test_webhook_subscriptions_are_created_once_per_topic(
+    client: ShopifyClient, fake: FakeShopify
+) -> None:
+    shop = fake.shop(SMALL)
+    address = "https://hooks.brandvx.test/webhooks/shopify"
+    assert await client.subscribe_webhooks(SMALL, shop.access_token, address) == list(WEBHOOK_TOPICS)
+    # Installed again (a reconnect): Shopify answers 422 for each existing subscription, which is kept.
+    assert await client.subscribe_webhooks(SMALL, shop.access_token, address) == []
+    assert sorted(w["topic"] for w in shop.webhooks) == sorted(WEBHOOK_TOPICS)
+    with pytest.raises(ProviderError) as refused:
+        await client.subscribe_webhooks(SMALL, "shpat_wrong", address)
+    assert refused.value.kind == "auth"

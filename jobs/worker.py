@@ -162,6 +162,13 @@ def build_worker(
     """ARQ hands a job whose worker died to another worker after the longest function timeout + 10 s,
     so the timeouts are kept to what the work needs."""
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
+
+    def unique_cron(name: str) -> str:
+        # ARQ runs a unique cron once per tick under the job id "<name>:<tick>", and its job keys are
+        # not per queue: workers of another namespace on the same Redis took every tick of a plain
+        # name, and this namespace's cron never ran. The namespace in the name keeps them apart.
+        return f"{name}@{key_prefix}"
+
     cron_timeout = max(5, min(60, sync_timeout_seconds, reply_timeout_seconds))
 
     async def startup(ctx: WorkerContext) -> None:
@@ -199,11 +206,34 @@ def build_worker(
             ),
             # ARQ re-delivers a killed worker's jobs after the longest timeout of ANY function (cron
             # included) + 10 s: crons stay within the job timeouts; retention deletes in batches.
-            cron(askvx_sweep, name="askvx_sweep", minute=EVERY_5_MIN, second=7, timeout=cron_timeout),  # type: ignore[arg-type]
+            cron(
+                askvx_sweep,  # type: ignore[arg-type]
+                name=unique_cron("askvx_sweep"),
+                minute=EVERY_5_MIN,
+                second=7,
+                timeout=cron_timeout,
+            ),
             # Lost work (Redis came back empty, a worker or job died) is started again from the record.
-            cron(recover_work, name="recover_work", second={3, 18, 33, 48}, timeout=cron_timeout),  # type: ignore[arg-type]
-            cron(jobs_sweep, name="jobs_sweep", minute=EVERY_5_MIN, second=37, timeout=cron_timeout),  # type: ignore[arg-type]
-            cron(askvx_retention, name="askvx_retention", minute={17}, second=0, timeout=cron_timeout),  # type: ignore[arg-type]
+            cron(
+                recover_work,  # type: ignore[arg-type]
+                name=unique_cron("recover_work"),
+                second={3, 18, 33, 48},
+                timeout=cron_timeout,
+            ),
+            cron(
+                jobs_sweep,  # type: ignore[arg-type]
+                name=unique_cron("jobs_sweep"),
+                minute=EVERY_5_MIN,
+                second=37,
+                timeout=cron_timeout,
+            ),
+            cron(
+                askvx_retention,  # type: ignore[arg-type]
+                name=unique_cron("askvx_retention"),
+                minute={17},
+                second=0,
+                timeout=cron_timeout,
+            ),
         ],
         redis_settings=RedisSettings.from_dsn(redis_url),
         queue_name=queue_name,

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import signal
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -140,25 +142,35 @@ def assert_no_address(answers: list[Answer], *addresses: str) -> None:
             assert needle not in text, text
 
 
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    """A folder of this test's own, outside pytest's basetemp: pytest sessions run by others on the
+    machine prune old basetemps and reset their modes, which a server running as another user (the
+    embedded PostgreSQL runs as `pgserver` under root) or a long test cannot survive."""
+    folder = Path(tempfile.mkdtemp(prefix="brandvx-outage-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 # ---------------------------------------------------------------- Redis
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
+def redis_server(scratch: Path) -> Iterator[RedisServer]:
+    server = RedisServer(scratch)
     server.start()
     yield server
     server.stop()
 
 
 async def test_a_redis_outage_keeps_reads_and_writes_working_and_loses_no_queued_work(
-    migrated: Settings, redis_server: RedisServer, tmp_path: Path
+    migrated: Settings, redis_server: RedisServer, scratch: Path
 ) -> None:
     namespace = f"outage-{uuid.uuid4().hex[:8]}"
     settings = migrated.model_copy(update={"redis_url": redis_server.url})
-    env = brandvx_env(settings, namespace=namespace, data_dir=tmp_path / "data", extra=UNLIMITED)
+    env = brandvx_env(settings, namespace=namespace, data_dir=scratch / "data", extra=UNLIMITED)
     store = redis.Redis.from_url(redis_server.url)
-    stack = start_stack(env, tmp_path, store, namespace)
+    stack = start_stack(env, scratch, store, namespace)
     try:
         async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as http:
             tenant = await make_tenant(http, name="Outage Salon", owner=make_user())
@@ -238,15 +250,15 @@ API_KEY = "sk-test-outage-" + uuid.uuid4().hex
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[PostgresCluster]:
-    pg = PostgresCluster(tmp_path)
+def cluster(scratch: Path) -> Iterator[PostgresCluster]:
+    pg = PostgresCluster(scratch)
     pg.psql('CREATE DATABASE "brandvx";')
     yield pg
     pg.cleanup()
 
 
 async def test_postgres_restart_and_outage_answer_clearly_and_finish_the_reply(
-    migrated: Settings, cluster: PostgresCluster, tmp_path: Path
+    migrated: Settings, cluster: PostgresCluster, scratch: Path
 ) -> None:
     url = cluster.url("brandvx")
     await upgrade(url, runtime_role=migrated.runtime_db_role, runtime_password=None)
@@ -259,9 +271,9 @@ async def test_postgres_restart_and_outage_answer_clearly_and_finish_the_reply(
         "OPENAI_BASE_URL": fake.base_url,
         "BRANDVX_AI_MAX_RETRIES": "0",
     }
-    env = brandvx_env(settings, namespace=namespace, data_dir=tmp_path / "data", extra=extra)
+    env = brandvx_env(settings, namespace=namespace, data_dir=scratch / "data", extra=extra)
     store = redis.Redis.from_url(migrated.redis_url or "")
-    stack = start_stack(env, tmp_path, store, namespace)
+    stack = start_stack(env, scratch, store, namespace)
     try:
         async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as http:
             tenant = await make_tenant(http, name="Restart Salon", owner=make_user())
@@ -327,6 +339,68 @@ async def test_postgres_restart_and_outage_answer_clearly_and_finish_the_reply(
     finally:
         stop_process(stack.api)
         stop_process(stack.worker)
+        fake.stop()
+        for key in store.scan_iter(match=f"bvx:{namespace}:*"):
+            store.delete(key)
+        store.close()
+
+
+# ---------------------------------------------------------------- a worker that dies mid-job
+
+PROGRESS = "subscription($j: ID!) { jobProgress(jobId: $j) { done job { status message error } } }"
+DEAD_JOB_SECONDS = 90  # 45 s without a heartbeat, the next 15 s cron, and slack for a busy machine
+
+
+async def test_a_job_whose_worker_died_ends_its_subscription_within_about_a_minute(
+    migrated: Settings, scratch: Path
+) -> None:
+    namespace = f"dead-worker-{uuid.uuid4().hex[:8]}"
+    fake = FakeOpenAI(api_key=API_KEY).start()
+    extra = {
+        **UNLIMITED,
+        "OPENAI_API_KEY": API_KEY,
+        "OPENAI_BASE_URL": fake.base_url,
+        "BRANDVX_AI_MAX_RETRIES": "0",
+        "BRANDVX_AI_TIMEOUT_SECONDS": "600",
+        "BRANDVX_AI_IDLE_TIMEOUT_SECONDS": "600",
+    }
+    env = brandvx_env(migrated, namespace=namespace, data_dir=scratch / "data", extra=extra)
+    store = redis.Redis.from_url(migrated.redis_url or "")
+    stack = start_stack(env, scratch, store, namespace)
+    successor: subprocess.Popen[bytes] | None = None
+    try:
+        # A strategy that would take minutes to write.
+        fake.enqueue(Script(deltas=[f"part {i}\n" for i in range(600)], delay_between=0.5))
+        async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as http:
+            tenant = await make_tenant(http, name="Dead Worker Salon", owner=make_user())
+            job = (await call(http, tenant, GENERATE))["data"]["generateStrategy"]["job"]
+            await wait_status(http, tenant, JOB, "job", job["id"], {"RUNNING"})
+            async with graphql_ws(stack.ws_url, token=tenant.owner.token, tenant_id=tenant.uuid) as ws:
+                await start_subscription(ws, "p", PROGRESS, {"j": job["id"]})
+                first = await frame(ws)
+                assert first["payload"]["data"]["jobProgress"]["job"]["status"] == "RUNNING", first
+
+                stack.worker.kill()  # SIGKILL: no cleanup, no last word in the record
+                stack.worker.wait(10)
+                killed = asyncio.get_running_loop().time()
+                successor = spawn_brandvx("worker", env=env, log=scratch / "successor.log")
+
+                last: dict[str, Any] = first["payload"]["data"]["jobProgress"]
+                async with asyncio.timeout(DEAD_JOB_SECONDS):
+                    while not last["done"]:
+                        received = await frame(ws, DEAD_JOB_SECONDS)
+                        assert received["type"] == "next", received
+                        last = received["payload"]["data"]["jobProgress"]
+                elapsed = asyncio.get_running_loop().time() - killed
+        assert last["job"]["status"] == "FAILED", last
+        assert last["job"]["error"].startswith("The worker running this job stopped"), last
+        assert elapsed < DEAD_JOB_SECONDS, elapsed
+        assert successor.poll() is None
+    finally:
+        stop_process(stack.api)
+        stop_process(stack.worker)
+        if successor is not None:
+            stop_process(successor)
         fake.stop()
         for key in store.scan_iter(match=f"bvx:{namespace}:*"):
             store.delete(key)

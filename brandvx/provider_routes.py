@@ -150,6 +150,9 @@ async def webhook(request: Request) -> Response:
     answer = await webhooks.receive(provider, adapter.webhooks, hook, RuntimeWebhookInbox(runtime))
     if answer.verdict == "accepted":
         return JSONResponse({"status": "accepted", "jobIds": answer.job_ids})
+    if answer.verdict == "unverified":
+        # Taken as a rate-limited nudge (or dropped); the same answer whoever sent it.
+        return JSONResponse({"status": "accepted", "verified": False}, status_code=202)
     if answer.verdict == "ignored":
         return JSONResponse({"status": "ignored", "reason": answer.message})
     status = _WEBHOOK_STATUS[answer.verdict]

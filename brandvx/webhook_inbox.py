@@ -54,6 +54,10 @@ class RuntimeWebhookInbox:
             await forget_webhook(conn, provider, event_id)
             await conn.commit()
 
+    async def allow_unverified(self, tenant_id: uuid.UUID, provider: Provider, *, every_seconds: int) -> bool:
+        key = f"{self._rt.settings.key_prefix}webhook:unverified:{provider.value.lower()}:{tenant_id}"
+        return bool(await self._rt.redis.set(key, "1", nx=True, ex=every_seconds))
+
     async def request_sync(self, tenant_id: uuid.UUID, provider: Provider, kind: SyncKind) -> str:
         async with self._rt.db.transaction(tenant_id=tenant_id, role=SYSTEM_ROLE) as uow:
             job = await jobs.create_job(

@@ -157,8 +157,8 @@ class WebhookVerifier(Protocol):
         """For the "account" scheme: the account the URL names."""
         ...
 
-    def signing_key(self, tokens: TokenSet, config: Mapping[str, str]) -> str | None:
-        """For the "account" scheme: the key a connection's webhooks are signed with."""
+    def signing_keys(self, tokens: TokenSet, config: Mapping[str, str]) -> tuple[str, ...]:
+        """For the "account" scheme: every key a connection's webhooks may be signed with."""
         ...
 
     def verify(self, hook: InboundWebhook, key: str | None = None) -> bool: ...

@@ -24,7 +24,14 @@ from domain.sync import TokenSet
 
 WEBHOOK_MAX_AGE = timedelta(minutes=5)
 
-Verdict = Literal["accepted", "duplicate", "ignored", "unauthorized", "malformed", "unconfigured"]
+Verdict = Literal[
+    "accepted", "duplicate", "ignored", "unauthorized", "malformed", "unconfigured", "unverified"
+]
+# An account-signed webhook none of the connection's keys verifies (an OAuth connection never sees
+# the account API key Acuity signs with) is still a nudge: it only starts a sync that re-reads the
+# provider through the authenticated API, applying nothing from the body, at most once this often
+# per connection.
+UNVERIFIED_NUDGE_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,10 @@ class WebhookInbox(Protocol):
         ...
 
     async def forget(self, provider: Provider, event_id: str, *, window_seconds: int | None) -> None: ...
+
+    async def allow_unverified(self, tenant_id: uuid.UUID, provider: Provider, *, every_seconds: int) -> bool:
+        """Take the connection's slot for an unverified nudge; False while the last one is recent."""
+        ...
 
     async def request_sync(self, tenant_id: uuid.UUID, provider: Provider, kind: SyncKind) -> str:
         """The id of the job that covers it (a running one of the same kind, or a new one)."""
@@ -84,8 +95,9 @@ async def receive(
         account = verifier.account_of(hook)
         tenants = await _signed_by(provider, verifier, hook, inbox, account) if account else []
         if not tenants:
-            # The same answer for an unknown account as for a bad signature: no account enumeration.
-            return WebhookAnswer("unauthorized", "invalid signature")
+            # The same answer for an unknown account as for an unverifiable nudge: no enumeration.
+            await _nudge_unverified(provider, verifier, hook, inbox, account)
+            return WebhookAnswer("unverified")
         try:
             event = verifier.parse(hook, account)
         except WebhookMalformed as exc:
@@ -93,6 +105,26 @@ async def receive(
         if not await inbox.first_seen(provider, event.event_id, window_seconds=event.dedupe_seconds):
             return WebhookAnswer("duplicate")
     return await _hand_on(provider, event, tenants, inbox)
+
+
+async def _nudge_unverified(
+    provider: Provider,
+    verifier: WebhookVerifier,
+    hook: InboundWebhook,
+    inbox: WebhookInbox,
+    account: str | None,
+) -> None:
+    if not account:
+        return
+    try:
+        event = verifier.parse(hook, account)
+    except WebhookMalformed:
+        return
+    if event.sync is None:
+        return
+    for tenant_id in await inbox.tenants_for_account(provider, account):
+        if await inbox.allow_unverified(tenant_id, provider, every_seconds=UNVERIFIED_NUDGE_SECONDS):
+            await inbox.request_sync(tenant_id, provider, event.sync)
 
 
 async def _signed_by(
@@ -104,8 +136,7 @@ async def _signed_by(
         found = await inbox.credentials(tenant_id, provider)
         if found is None:
             continue
-        key = verifier.signing_key(*found)
-        if key and verifier.verify(hook, key):
+        if any(verifier.verify(hook, key) for key in verifier.signing_keys(*found)):
             verified.append(tenant_id)
     return verified
 

@@ -50,9 +50,13 @@ class AcuityWebhooks:
     def account_of(self, hook: InboundWebhook) -> str | None:
         return hook.query.get("account") or None
 
-    def signing_key(self, tokens: TokenSet, config: Mapping[str, str]) -> str | None:
-        # Acuity signs with the account's API key; an OAuth app's webhooks with the app secret.
-        return (tokens.access_token if config.get("mode") == "basic" else self._app_secret) or None
+    def signing_keys(self, tokens: TokenSet, config: Mapping[str, str]) -> tuple[str, ...]:
+        """Any key the connection has: its API key (an API-key connection) and the OAuth app's
+        client secret. Acuity documents account API-key signatures (the main admin's for static
+        webhooks, the user's for API-created ones), which an OAuth connection never sees: those
+        deliveries cannot be verified and are taken as rate-limited nudges (``domain.webhooks``)."""
+        keys = [tokens.access_token] if config.get("mode") == "basic" else []
+        return tuple(key for key in (*keys, self._app_secret) if key)
 
     def verify(self, hook: InboundWebhook, key: str | None = None) -> bool:
         signature = hook.headers.get(SIGNATURE_HEADER.lower())

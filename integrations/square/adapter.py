@@ -35,8 +35,8 @@ class SquareWebhooks:
     def account_of(self, hook: InboundWebhook) -> str | None:
         return None
 
-    def signing_key(self, tokens: TokenSet, config: Mapping[str, str]) -> str | None:
-        return None
+    def signing_keys(self, tokens: TokenSet, config: Mapping[str, str]) -> tuple[str, ...]:
+        return ()
 
     def verify(self, hook: InboundWebhook, key: str | None = None) -> bool:
         return verify_webhook(

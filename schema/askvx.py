@@ -59,7 +59,7 @@ class ChatMessageConnection:
                 ChatMessageEdge(cursor=c.encode(), node=ChatMessage.from_domain(m))
                 for m, c in zip(page.items, page.cursors, strict=True)
             ],
-            page_info=PageInfo.from_page(page),  # type: ignore[arg-type]
+            page_info=PageInfo.from_page(page),
         )
 
 
@@ -104,7 +104,7 @@ class ChatSessionConnection:
                 ChatSessionEdge(cursor=c.encode(), node=ChatSession.from_domain(s))
                 for s, c in zip(page.items, page.cursors, strict=True)
             ],
-            page_info=PageInfo.from_page(page),  # type: ignore[arg-type]
+            page_info=PageInfo.from_page(page),
         )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
 import strawberry
 from strawberry.types import Info
@@ -13,6 +13,8 @@ from strawberry.types import Info
 from domain.errors import DomainError, ErrorCode, NotFound
 from domain.model import ApiScope, OnboardingStepKey, PlanTier, Role
 from domain.pagination import Page
+
+_T = TypeVar("_T")
 
 if TYPE_CHECKING:
     from resolvers.context import Context
@@ -69,7 +71,7 @@ class PageInfo:
     end_cursor: str | None
 
     @classmethod
-    def from_page(cls, page: Page[object]) -> PageInfo:
+    def from_page(cls, page: Page[_T]) -> PageInfo:
         cursors = [c.encode() for c in page.cursors]
         return cls(
             has_next_page=page.has_next,

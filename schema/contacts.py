@@ -58,7 +58,7 @@ class ContactConnection:
                 ContactEdge(cursor=cursor.encode(), node=Contact.from_domain(c))
                 for c, cursor in zip(page.items, page.cursors, strict=True)
             ],
-            page_info=PageInfo.from_page(page),  # type: ignore[arg-type]
+            page_info=PageInfo.from_page(page),
         )
 
 

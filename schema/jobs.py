@@ -35,7 +35,7 @@ class Job(Node):
             status=job.status,
             progress=job.progress,
             message=job.message,
-            result=job.result,  # type: ignore[arg-type]  # JSON is a NewType over Any
+            result=None if job.result is None else JSON(job.result),
             error=job.error,
             created_at=job.created_at,
             updated_at=job.updated_at,

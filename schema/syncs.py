@@ -80,7 +80,7 @@ class AppointmentConnection:
                 AppointmentEdge(cursor=c.encode(), node=Appointment.from_domain(a))
                 for a, c in zip(page.items, page.cursors, strict=True)
             ],
-            page_info=PageInfo.from_page(page),  # type: ignore[arg-type]
+            page_info=PageInfo.from_page(page),
         )
 
 
@@ -131,7 +131,7 @@ class InventoryItemConnection:
                 InventoryItemEdge(cursor=c.encode(), node=InventoryItem.from_domain(i))
                 for i, c in zip(page.items, page.cursors, strict=True)
             ],
-            page_info=PageInfo.from_page(page),  # type: ignore[arg-type]
+            page_info=PageInfo.from_page(page),
         )
 
 
@@ -195,7 +195,7 @@ class JobConnection:
                 JobEdge(cursor=c.encode(), node=Job.from_domain(j))
                 for j, c in zip(page.items, page.cursors, strict=True)
             ],
-            page_info=PageInfo.from_page(page),  # type: ignore[arg-type]
+            page_info=PageInfo.from_page(page),
         )
 
 

@@ -96,7 +96,7 @@ class Settings:
                 tone=s.brand_profile.tone,
                 services=list(s.brand_profile.services),
             ),
-            extra=s.extra,  # type: ignore[arg-type]  # JSON is a NewType over Any
+            extra=JSON(s.extra),
         )
 
 

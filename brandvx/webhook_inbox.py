@@ -12,6 +12,7 @@ from domain.model import JobStatus, Provider
 from domain.providers import SyncKind
 from domain.sync import TokenSet
 from persistence.sync_repos import first_seen_webhook, forget_webhook, tenants_for_account
+from schema.common import to_global_id
 
 SYSTEM_ROLE = "SYSTEM"
 
@@ -71,4 +72,4 @@ class RuntimeWebhookInbox:
             await self._rt.queue.enqueue(
                 f"sync_{kind}", str(tenant_id), str(job.id), [provider.value], job_id=f"sync:{job.id}"
             )
-        return str(job.id)
+        return str(to_global_id("Job", job.id))  # the same opaque ID the GraphQL API shows

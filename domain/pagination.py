@@ -8,15 +8,27 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
 from domain.errors import InvalidInput
+from domain.text import is_storable_text
 
 MAX_PAGE = 100
 DEFAULT_PAGE = 20
 
 T = TypeVar("T")
+
+
+def utc_instant(value: datetime) -> datetime:
+    """The same instant in UTC; ValueError for a time without an offset or outside years 1-9999 in
+    UTC (0001-01-01T00:00-05:00 is fine, 0001-01-01T00:00+05:00 is not: it overflows)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("a time needs a timezone offset")
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("time out of range") from exc
 
 
 @dataclass(frozen=True)
@@ -40,7 +52,11 @@ class Cursor:
             kind, sort_key, ident = json.loads(base64.urlsafe_b64decode(padded.encode()))
             if kind not in ("t", "s") or not isinstance(sort_key, str):
                 raise ValueError("unknown cursor kind")
-            return cls(datetime.fromisoformat(sort_key) if kind == "t" else sort_key, uuid.UUID(ident))
+            if kind == "s":
+                if not is_storable_text(sort_key):
+                    raise ValueError("unstorable text")
+                return cls(sort_key, uuid.UUID(ident))
+            return cls(utc_instant(datetime.fromisoformat(sort_key)), uuid.UUID(ident))
         except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as exc:
             raise InvalidInput("Invalid cursor", field=["after"]) from exc
 

@@ -21,6 +21,7 @@ from domain.providers import (
     WebhookVerifier,
 )
 from domain.sync import TokenSet
+from domain.text import is_storable_text
 
 WEBHOOK_MAX_AGE = timedelta(minutes=5)
 
@@ -83,6 +84,8 @@ async def receive(
             event = verifier.parse(hook)
         except WebhookMalformed as exc:
             return WebhookAnswer("malformed", str(exc))
+        if refused := _unstorable(event):
+            return refused
         moment = now or datetime.now(UTC)
         if event.occurred_at is not None and abs(moment - event.occurred_at) > WEBHOOK_MAX_AGE:
             return WebhookAnswer("malformed", "stale event (replayed?)")
@@ -93,6 +96,8 @@ async def receive(
             return WebhookAnswer("ignored", "unknown merchant")
     else:
         account = verifier.account_of(hook)
+        if account and not is_storable_text(account):
+            return WebhookAnswer("malformed", "the account id must be plain text")
         tenants = await _signed_by(provider, verifier, hook, inbox, account) if account else []
         if not tenants:
             # The same answer for an unknown account as for an unverifiable nudge: no enumeration.
@@ -102,6 +107,8 @@ async def receive(
             event = verifier.parse(hook, account)
         except WebhookMalformed as exc:
             return WebhookAnswer("malformed", str(exc))
+        if refused := _unstorable(event):
+            return refused
         if not await inbox.first_seen(provider, event.event_id, window_seconds=event.dedupe_seconds):
             return WebhookAnswer("duplicate")
     return await _hand_on(provider, event, tenants, inbox)
@@ -114,7 +121,7 @@ async def _nudge_unverified(
     inbox: WebhookInbox,
     account: str | None,
 ) -> None:
-    if not account:
+    if not account or not is_storable_text(account):
         return
     try:
         event = verifier.parse(hook, account)
@@ -125,6 +132,13 @@ async def _nudge_unverified(
     for tenant_id in await inbox.tenants_for_account(provider, account):
         if await inbox.allow_unverified(tenant_id, provider, every_seconds=UNVERIFIED_NUDGE_SECONDS):
             await inbox.request_sync(tenant_id, provider, event.sync)
+
+
+def _unstorable(event: WebhookEvent) -> WebhookAnswer | None:
+    ids = [event.event_id, *([event.account_id] if event.account_id else [])]
+    if all(is_storable_text(value) for value in ids):
+        return None
+    return WebhookAnswer("malformed", "event and account ids must be plain text")
 
 
 async def _signed_by(

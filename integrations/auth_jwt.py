@@ -25,6 +25,8 @@ import httpx
 import jwt
 import jwt.exceptions
 
+from domain.text import is_storable_text
+
 __all__ = ["JwtVerifier", "TokenError", "TokenErrorReason", "VerifiedToken", "mint_token"]
 
 logger = logging.getLogger(__name__)
@@ -38,6 +40,7 @@ TokenErrorReason = Literal[
     "wrong audience",
     "wrong issuer",
     "missing subject",
+    "malformed subject",
     "unknown key",
     "unsupported algorithm",
     "authentication unavailable",
@@ -166,10 +169,12 @@ class JwtVerifier:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub:
             raise TokenError("missing subject")
+        if not is_storable_text(sub):
+            raise TokenError("malformed subject")  # a NUL cannot be stored or compared in PostgreSQL
         email = claims.get("email")
         return VerifiedToken(
             user_id=sub,
-            email=email if isinstance(email, str) and email else None,
+            email=email if isinstance(email, str) and email and is_storable_text(email) else None,
             claims=MappingProxyType(claims),
         )
 

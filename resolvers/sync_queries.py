@@ -17,7 +17,7 @@ from domain.model import (
     InventorySummary,
     Job,
 )
-from domain.pagination import Page, PageRequest
+from domain.pagination import Page, PageRequest, utc_instant
 from resolvers.context import Context
 
 IDLE_RECHECK_SECONDS = 15.0
@@ -28,10 +28,17 @@ async def appointments(
     ctx: Context, *, start: datetime, end: datetime, first: int | None, after: str | None
 ) -> Page[Appointment]:
     page = PageRequest.parse(first, after)
-    if start.tzinfo is None or end.tzinfo is None:
-        raise InvalidInput(
-            "from and to need a timezone offset (e.g. 2026-11-26T09:00:00-05:00)", field=["from"]
-        )
+    bounds = []
+    for name, value in (("from", start), ("to", end)):
+        try:
+            bounds.append(utc_instant(value))
+        except ValueError:
+            raise InvalidInput(
+                f"`{name}` needs a timezone offset and a date between years 1 and 9999 in UTC "
+                "(e.g. 2026-11-26T09:00:00-05:00)",
+                field=[name],
+            ) from None
+    start, end = bounds
     if end <= start:
         raise InvalidInput("`to` must be after `from`", field=["to"])
     if (end - start).days > MAX_RANGE_DAYS:

@@ -26,6 +26,7 @@ from schema.askvx import ChatMessage, ChatSession, TrainvxMemory
 from schema.contacts import Contact
 from schema.cost import CostLimit
 from schema.errors import ErrorCodes, MaskInternalErrors
+from schema.input_guard import TextInputGuard
 from schema.jobs import Job
 from schema.root import Mutation, Query, Subscription
 from schema.syncs import Appointment, InventoryItem
@@ -84,6 +85,7 @@ def build_schema(
         MaskInternalErrors,
         ErrorCodes,
         FreshLoaders,
+        TextInputGuard,
         CostLimit,
     ]
     if not introspection:

@@ -207,8 +207,8 @@ async def test_square_signed_booking_event_starts_one_sync(stack: Stack, square_
     assert accepted.status_code == 200, accepted.text
     answer = accepted.json()
     assert answer["status"] == "accepted"
-    (job_id,) = answer["jobIds"]
-    assert uuid.UUID(job_id)
+    (global_job_id,) = answer["jobIds"]
+    job_id = _raw_id(global_job_id)  # a global ID, like every ID the API shows
     await _assert_one_sync_job(stack, square_tenant.tenant, job_id)
 
     # Square retries the very same delivery: refused as a duplicate, no second job.
@@ -221,8 +221,22 @@ async def test_square_signed_booking_event_starts_one_sync(stack: Stack, square_
     other = _square_event(square_tenant.merchant, kind="customer.updated")
     joined = await _post_square(stack, other, _square_sign(other))
     assert joined.status_code == 200, joined.text
-    assert joined.json() == {"status": "accepted", "jobIds": [job_id]}
+    assert joined.json() == {"status": "accepted", "jobIds": [global_job_id]}
     await _assert_one_sync_job(stack, square_tenant.tenant, job_id)
+
+
+async def test_square_event_id_with_nul_is_a_json_client_error(
+    stack: Stack, square_tenant: SquareTenant
+) -> None:
+    for fields in ({"event_id": "ev\x00il"}, {"merchant_id": "m\x00"}):
+        event = json.loads(_square_event(square_tenant.merchant))
+        event.update(fields)
+        body = json.dumps(event).encode()
+        response = await _post_square(stack, body, _square_sign(body))
+        assert response.status_code == 400, response.text
+        assert response.headers["content-type"] == "application/json"
+        assert "error" in response.json()
+    assert await _jobs(stack, square_tenant.tenant) == []
 
 
 async def test_square_signature_must_be_ours_over_the_configured_url(
@@ -388,7 +402,8 @@ async def test_acuity_signed_webhook_starts_one_sync(stack: Stack, acuity_tenant
     assert accepted.status_code == 200, accepted.text
     answer = accepted.json()
     assert answer["status"] == "accepted"
-    (job_id,) = answer["jobIds"]
+    job_id = _raw_id(answer["jobIds"][0])
+    assert len(answer["jobIds"]) == 1
     await _assert_one_sync_job(stack, acuity_tenant.tenant, job_id)
 
     again = await _post_acuity(stack, acuity_tenant.account, body, _acuity_sign(body, acuity_tenant.api_key))

@@ -484,7 +484,9 @@ class Bench:
         assert self.rt is not None
         user = f"bench-{uuid.uuid4().hex[:8]}"
         async with self.rt.db.transaction(user_id=user) as uow:
-            tenant = await tenancy.create_tenant(uow, Actor(user_id=user), name=name, timezone=None)
+            tenant = await tenancy.create_tenant(
+                uow, Actor(user_id=user), name=name, timezone=None, max_owned=1_000_000
+            )
         if provider is Provider.SQUARE:
             tokens = TokenSet(
                 access_token=SQUARE_TOKEN,

@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None, *, inline_worker: bool | None =
         max_depth=settings.max_query_depth,
         max_aliases=settings.max_aliases,
         max_tokens=settings.max_query_tokens,
+        max_fields=settings.max_query_fields,
         introspection=settings.introspection,
     )
     graphql = GraphQLView(

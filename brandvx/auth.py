@@ -26,6 +26,7 @@ class AuthFailure(Exception):
     # The WebSocket close reason (close frames allow 123 bytes): `invalid token`, `token expired`,
     # `key revoked`, `unknown tenant` or `authentication unavailable`.
     reason: str = "invalid token"
+    retry_after_seconds: float | None = None
 
 
 def unauthenticated(message: str, reason: str = "invalid token") -> AuthFailure:

@@ -156,6 +156,7 @@ async def _ensure_demo_tenant(settings: Settings) -> uuid.UUID:
                 Actor(user_id=DEMO_USER_ID, email=DEMO_EMAIL),
                 name="Demo Salon",
                 timezone="America/New_York",
+                max_owned=settings.max_tenants_per_user,
             )
             return tenant.id
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -26,13 +27,21 @@ from brandvx.runtime import Runtime
 from brandvx.ws_sessions import ConnectionRefused, LimitedWebSocketAdapter, OpenSockets, TransportWSHandler
 from persistence.availability import RETRY_AFTER_SECONDS
 from resolvers.context import Context
-from schema.errors import code_for, mask_uncaught, unavailable_error
+from schema.errors import RATE_LIMITED, code_for, mask_uncaught, unavailable_error
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    body = {"data": None, "errors": [{"message": message, "extensions": {"code": code}}]}
-    headers = {"WWW-Authenticate": 'Bearer realm="brandvx"'} if status == 401 else None
-    return JSONResponse(body, status_code=status, headers=headers)
+def error_response(
+    status: int, code: str, message: str, *, retry_after_seconds: float | None = None
+) -> JSONResponse:
+    extensions: dict[str, Any] = {"code": code}
+    headers: dict[str, str] = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="brandvx"'
+    if retry_after_seconds is not None:
+        extensions["retryAfterSeconds"] = retry_after_seconds
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after_seconds)))
+    body = {"data": None, "errors": [{"message": message, "extensions": extensions}]}
+    return JSONResponse(body, status_code=status, headers=headers or None)
 
 
 def unavailable_response(message: str, extensions: Mapping[str, Any]) -> JSONResponse:
@@ -43,6 +52,24 @@ def unavailable_response(message: str, extensions: Mapping[str, Any]) -> JSONRes
 
 def _orjson_default(value: Any) -> Any:
     return str(value)
+
+
+async def _limit_anonymous(runtime: Runtime, request: Request) -> None:
+    """A request without valid credentials costs its client address 1 point: guessing tokens and
+    hammering the endpoint unauthenticated are bounded per address, like tenants are by cost."""
+    budget = runtime.anonymous_budget
+    if budget is None:
+        return
+    address = request.client.host if request.client else "unknown"
+    throttle = await budget.spend(f"anonymous:{address}", 1)
+    if not throttle.allowed:
+        raise AuthFailure(
+            429,
+            RATE_LIMITED,
+            "Too many requests without valid credentials from this address; "
+            f"retry in {throttle.retry_after_seconds:g} s",
+            retry_after_seconds=throttle.retry_after_seconds,
+        )
 
 
 class GraphQLView(GraphQL[Context, None]):
@@ -83,7 +110,12 @@ class GraphQLView(GraphQL[Context, None]):
             try:
                 response = await self.run(Request(scope, replay))
             except AuthFailure as failure:
-                response = error_response(failure.status, failure.code, failure.message)
+                response = error_response(
+                    failure.status,
+                    failure.code,
+                    failure.message,
+                    retry_after_seconds=failure.retry_after_seconds,
+                )
             except HTTPException as exc:
                 response = error_response(exc.status_code, "BAD_USER_INPUT", exc.reason)
             except Exception as exc:
@@ -132,7 +164,11 @@ class GraphQLView(GraphQL[Context, None]):
             return context  # authenticated by on_ws_connect, from connection_init
         if request.method == "GET" and "query" not in request.query_params:
             return context  # the explorer page, or a 400 for a GET without a query
-        context.actor = await runtime.authenticator.authenticate(request.headers)
+        try:
+            context.actor = await runtime.authenticator.authenticate(request.headers)
+        except AuthFailure:
+            await _limit_anonymous(runtime, request)
+            raise
         return context
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:

@@ -72,6 +72,7 @@ class Runtime:
     connect: ConnectFlow
     revocations: RedisKeyRevocations
     embedded: EmbeddedServers | None = None
+    anonymous_budget: FallbackCostBudget | None = None  # per client address, for requests without credentials
     background: list[asyncio.Task[Any]] = field(default_factory=list)
 
     async def aclose(self) -> None:
@@ -172,6 +173,12 @@ def build_runtime(settings: Settings) -> Runtime:
         redis=redis,
         verifier=verifier,
         authenticator=Authenticator(db, verifier),
+        anonymous_budget=cost_budget(
+            settings,
+            redis,
+            maximum=settings.anonymous_rate_limit_points,
+            restore_rate=settings.anonymous_rate_limit_restore_per_second,
+        ),
         app_services=AppServices(
             uow=db,
             vault=vault,
@@ -181,6 +188,7 @@ def build_runtime(settings: Settings) -> Runtime:
             providers=providers,
             job_events=JobEventFeed(events),
             analytics=analytics,
+            max_tenants_per_user=settings.max_tenants_per_user,
             budget=rate_limit(settings, redis),
             revocations=revocations,
         ),
@@ -198,20 +206,23 @@ def build_runtime(settings: Settings) -> Runtime:
 
 def rate_limit(settings: Settings, redis: Redis) -> FallbackCostBudget | None:
     """The per-tenant budget in Redis, or this process's own (bounded) while Redis is unreachable."""
-    if not settings.rate_limit_points:
+    return cost_budget(
+        settings,
+        redis,
+        maximum=settings.rate_limit_points,
+        restore_rate=settings.rate_limit_restore_per_second,
+    )
+
+
+def cost_budget(
+    settings: Settings, redis: Redis, *, maximum: int, restore_rate: float
+) -> FallbackCostBudget | None:
+    """Buckets in Redis with an in-memory fallback; None when ``maximum`` is 0 (turned off)."""
+    if not maximum:
         return None
     return FallbackCostBudget(
-        RedisCostBudget(
-            redis,
-            settings.key_prefix,
-            maximum=settings.rate_limit_points,
-            restore_rate=settings.rate_limit_restore_per_second,
-        ),
-        MemoryCostBudget(
-            maximum=settings.rate_limit_points,
-            restore_rate=settings.rate_limit_restore_per_second,
-            max_keys=MEMORY_LIMITER_KEYS,
-        ),
+        RedisCostBudget(redis, settings.key_prefix, maximum=maximum, restore_rate=restore_rate),
+        MemoryCostBudget(maximum=maximum, restore_rate=restore_rate, max_keys=MEMORY_LIMITER_KEYS),
     )
 
 

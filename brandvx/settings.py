@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     max_query_depth: int = Field(10, alias="BRANDVX_MAX_QUERY_DEPTH", ge=2)
     max_aliases: int = Field(15, alias="BRANDVX_MAX_ALIASES", ge=1)
     max_query_tokens: int = Field(2000, alias="BRANDVX_MAX_QUERY_TOKENS", ge=100)
+    anonymous_rate_limit_points: int = Field(30, alias="BRANDVX_ANONYMOUS_RATE_LIMIT_POINTS", ge=0)
+    anonymous_rate_limit_restore_per_second: float = Field(
+        0.5, alias="BRANDVX_ANONYMOUS_RATE_LIMIT_RESTORE_PER_SECOND", gt=0
+    )
+    max_tenants_per_user: int = Field(5, alias="BRANDVX_MAX_TENANTS_PER_USER", ge=1)
+    max_query_fields: int = Field(2000, alias="BRANDVX_MAX_QUERY_FIELDS", ge=10)
     allowed_origins_raw: str = Field("", alias="BRANDVX_ALLOWED_ORIGINS")
     cors_max_age_seconds: int = Field(600, alias="BRANDVX_CORS_MAX_AGE_SECONDS", ge=0)
     header_timeout_seconds: float = Field(10.0, alias="BRANDVX_HEADER_TIMEOUT_SECONDS", gt=0)

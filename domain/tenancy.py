@@ -12,7 +12,7 @@ from typing import Any
 from zoneinfo import available_timezones
 
 from domain.access import require_admin, require_read, require_write
-from domain.errors import Forbidden, InvalidInput
+from domain.errors import Forbidden, InvalidInput, LimitExceeded
 from domain.model import (
     Actor,
     BrandProfile,
@@ -62,9 +62,14 @@ def _clean_name(name: str) -> str:
     return cleaned
 
 
-async def create_tenant(uow: UnitOfWork, actor: Actor, *, name: str, timezone: str | None) -> Tenant:
+async def create_tenant(
+    uow: UnitOfWork, actor: Actor, *, name: str, timezone: str | None, max_owned: int
+) -> Tenant:
     if actor.via_api_key:
         raise Forbidden("API keys cannot create tenants")
+    # Each tenant brings its own rate budget: without a cap, one user could mint budgets at will.
+    if await uow.tenants.count_owned_locked(actor.user_id) >= max_owned:
+        raise LimitExceeded(f"You already own {max_owned} tenants, the most one user may create")
     tenant = Tenant(
         id=uuid.uuid4(),
         name=_clean_name(name),

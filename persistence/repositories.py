@@ -90,6 +90,17 @@ class TenantRepo:
         )
         return [r.tenant_id for r in rows]
 
+    async def count_owned_locked(self, user_id: str) -> int:
+        """Tenants the user owns, counted under a lock on the user until commit (two concurrent
+        createTenant calls cannot both see the last free place). Needs ``app.user_id`` set."""
+        await self._conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(user_id, 10))))
+        count = await self._conn.scalar(
+            select(func.count())
+            .select_from(t.memberships)
+            .where(t.memberships.c.user_id == user_id, t.memberships.c.role == Role.OWNER_ADMIN.value)
+        )
+        return int(count or 0)
+
     async def grant(self, tenant_id: uuid.UUID, user_id: str, role: Role) -> None:
         stmt = pg_insert(t.memberships).values(
             tenant_id=tenant_id, user_id=user_id, role=role.value, created_at=func.now()

@@ -35,6 +35,7 @@ class AppServices:
     analytics: Analytics
     budget: CostBudget | None = None  # the per-tenant rate limit; None: not limited
     revocations: KeyRevocations | None = None  # ends open WebSockets of a revoked key, in every process
+    max_tenants_per_user: int = 5
 
 
 @dataclass

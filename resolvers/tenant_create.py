@@ -9,4 +9,6 @@ async def create_tenant(ctx: Context, *, name: str, timezone: str | None) -> Ten
     actor = ctx.require_actor
     # No tenant scope yet: the use case scopes the transaction to the tenant it creates.
     async with ctx.services.uow.for_actor(actor) as uow:
-        return await tenancy.create_tenant(uow, actor, name=name, timezone=timezone)
+        return await tenancy.create_tenant(
+            uow, actor, name=name, timezone=timezone, max_owned=ctx.services.max_tenants_per_user
+        )

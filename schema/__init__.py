@@ -8,11 +8,8 @@ from typing import Any
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import (
-    AddValidationRules,
-    MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
-    QueryDepthLimiter,
     ValidationCache,
 )
 from strawberry.extensions.base_extension import SchemaExtension
@@ -28,6 +25,7 @@ from schema.cost import CostLimit
 from schema.errors import ErrorCodes, MaskInternalErrors
 from schema.input_guard import TextInputGuard
 from schema.jobs import Job
+from schema.query_limits import QueryLimits, QueryLimitsExtension
 from schema.root import Mutation, Query, Subscription
 from schema.syncs import Appointment, InventoryItem
 from schema.tenancy import Tenant
@@ -69,16 +67,16 @@ class BrandvxSchema(strawberry.Schema):
 
 
 def build_schema(
-    *, max_depth: int = 10, max_aliases: int = 15, max_tokens: int = 2000, introspection: bool = True
+    *,
+    max_depth: int = 10,
+    max_aliases: int = 15,
+    max_tokens: int = 2000,
+    max_fields: int = 2000,
+    introspection: bool = True,
 ) -> strawberry.Schema:
-    # The limiters' rule classes are built once: ValidationCache keys on the rule classes, and a
-    # limiter built per request makes new classes, so every request would miss the cache.
-    limit_rules = [
-        *QueryDepthLimiter(max_depth=max_depth).validation_rules,
-        *MaxAliasesLimiter(max_alias_count=max_aliases).validation_rules,
-    ]
+    limits = QueryLimits(max_depth=max_depth, max_aliases=max_aliases, max_fields=max_fields)
     extensions: list[Any] = [
-        lambda: AddValidationRules(limit_rules),
+        lambda: QueryLimitsExtension(limits),  # first: nothing else walks an over-limit document
         lambda: MaxTokensLimiter(max_token_count=max_tokens),
         lambda: ParserCache(maxsize=512),
         lambda: ValidationCache(maxsize=512),

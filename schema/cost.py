@@ -24,15 +24,16 @@ from graphql import (
     GraphQLSchema,
     InlineFragmentNode,
     IntValueNode,
-    OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
     VariableNode,
     get_named_type,
     get_nullable_type,
+    get_operation_ast,
     is_list_type,
 )
 from graphql import ExecutionResult as GraphQLExecutionResult
+from graphql.execution.values import get_variable_values
 from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType as StrawberryOperationType
@@ -45,6 +46,8 @@ MUTATION_COST: Final = 10
 INTROSPECTION_COST: Final = 10
 LIST_ITEMS: Final = 10
 CONNECTION_COST: Final = 2
+MINIMUM_COST: Final = 1  # charged for a request that costs less (scalars only, __typename)
+SUBSCRIPTION_COST: Final = 10  # charged when a subscription starts, on top of its selection
 
 _Fields = GraphQLObjectType | GraphQLInterfaceType
 
@@ -55,12 +58,13 @@ def operation_cost(
     operation_name: str | None = None,
     variables: Mapping[str, Any] | None = None,
 ) -> int:
-    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
-    operation = next(
-        (o for o in operations if operation_name is None or (o.name and o.name.value == operation_name)), None
-    )
+    """``variables`` as the client sent them: they are coerced here as execution will coerce them
+    (defaults applied), and a `first` whose value cannot be known counts as the largest page."""
+    operation = get_operation_ast(document, operation_name)
     if operation is None:
         return 0
+    coerced = get_variable_values(schema, operation.variable_definitions or (), dict(variables or {}))
+    known = None if isinstance(coerced, list) else coerced.coerced  # a list: coercion errors
     fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
     root = {
         OperationType.QUERY: schema.query_type,
@@ -69,7 +73,7 @@ def operation_cost(
     }[operation.operation]
     if root is None:
         return 0
-    counter = _Counter(schema, fragments, variables or {})
+    counter = _Counter(schema, fragments, known)
     base = MUTATION_COST if operation.operation is OperationType.MUTATION else 0
     return base + counter.selections(root, operation.selection_set, in_connection=False)
 
@@ -79,12 +83,14 @@ class _Counter:
         self,
         schema: GraphQLSchema,
         fragments: Mapping[str, FragmentDefinitionNode],
-        variables: Mapping[str, Any],
+        variables: Mapping[str, Any] | None,
     ) -> None:
         self.schema = schema
         self.fragments = fragments
-        self.variables = variables
+        self.variables = variables  # None: not known (they did not coerce)
         self.visiting: set[str] = set()  # fragment cycles are invalid; never loop on one anyway
+        # Each fragment is counted once per kind of place it is spread in: linear in the document.
+        self.memo: dict[tuple[str, bool], int] = {}
 
     def selections(self, parent: Any, selection_set: SelectionSetNode | None, *, in_connection: bool) -> int:
         if selection_set is None:
@@ -98,15 +104,22 @@ class _Counter:
                 target = self._type(condition.name.value) if condition else parent
                 total += self.selections(target, selection.selection_set, in_connection=in_connection)
             elif isinstance(selection, FragmentSpreadNode):
-                name = selection.name.value
-                fragment = self.fragments.get(name)
-                if fragment is None or name in self.visiting:
-                    continue
-                self.visiting.add(name)
-                target = self._type(fragment.type_condition.name.value)
-                total += self.selections(target, fragment.selection_set, in_connection=in_connection)
-                self.visiting.discard(name)
+                total += self._fragment(selection.name.value, in_connection=in_connection)
         return total
+
+    def _fragment(self, name: str, *, in_connection: bool) -> int:
+        known = self.memo.get((name, in_connection))
+        if known is not None:
+            return known
+        fragment = self.fragments.get(name)
+        if fragment is None or name in self.visiting:
+            return 0
+        self.visiting.add(name)
+        target = self._type(fragment.type_condition.name.value)
+        cost = self.selections(target, fragment.selection_set, in_connection=in_connection)
+        self.visiting.discard(name)
+        self.memo[(name, in_connection)] = cost
+        return cost
 
     def field(self, parent: Any, node: FieldNode, *, in_connection: bool) -> int:
         name = node.name.value
@@ -134,11 +147,16 @@ class _Counter:
                 continue
             value: Any = argument.value
             if isinstance(value, VariableNode):
+                if self.variables is None:
+                    return MAX_PAGE  # not known: the most a page can be
                 value = self.variables.get(value.name.value)
             elif isinstance(value, IntValueNode):
                 value = int(value.value)
+            if value is None:
+                return DEFAULT_PAGE  # what the resolver uses for a null or missing `first`
             if isinstance(value, int):
                 return max(0, min(value, MAX_PAGE))
+            return MAX_PAGE
         return DEFAULT_PAGE
 
     def _type(self, name: str) -> Any:
@@ -146,9 +164,10 @@ class _Counter:
 
 
 class CostLimit(SchemaExtension):
-    """Spends each query's and mutation's cost from its tenant's budget (a user's, before they
-    pick a tenant) and reports it in ``extensions.cost``; over budget, nothing runs and the error
-    says when to retry. Subscriptions are not charged: the mutation that starts one is."""
+    """Spends each query's and mutation's cost (at least 1 point) from its tenant's budget (a
+    user's, before they pick a tenant) and reports it in ``extensions.cost``; over budget, nothing
+    runs and the error says when to retry. A subscription pays 10 + its selection's cost when it
+    starts."""
 
     def __init__(self, *, execution_context: ExecutionContext | None = None) -> None:
         if execution_context is not None:
@@ -159,15 +178,19 @@ class CostLimit(SchemaExtension):
         self._report = None
         run = self.execution_context
         context = run.context
-        if (
-            isinstance(context, Context)
-            and run.graphql_document is not None
-            and run.operation_type is not StrawberryOperationType.SUBSCRIPTION
-        ):
+        if isinstance(context, Context) and run.graphql_document is not None:
             cost = operation_cost(run.schema._schema, run.graphql_document, run.operation_name, run.variables)
-            refusal = await self._charge(context, cost)
-            if refusal is not None:
-                run.result = GraphQLExecutionResult(data=None, errors=[refusal])
+            if run.operation_type is StrawberryOperationType.SUBSCRIPTION:
+                # Charged once when it starts; its events are the producer's work, already paid.
+                refusal = await self._charge(context, SUBSCRIPTION_COST + cost)
+                self._report = None  # not repeated in every event
+                if refusal is not None:
+                    raise refusal
+            else:
+                # Every request costs something, even one that selects nothing but scalars.
+                refusal = await self._charge(context, max(MINIMUM_COST, cost))
+                if refusal is not None:
+                    run.result = GraphQLExecutionResult(data=None, errors=[refusal])
         yield
 
     async def _charge(self, context: Context, cost: int) -> GraphQLError | None:

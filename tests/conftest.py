@@ -104,6 +104,8 @@ def settings(servers: Servers) -> Iterator[Settings]:
         BRANDVX_BLIND_INDEX_KEY=base64.b64encode(secrets.token_bytes(32)).decode(),
         BRANDVX_DATA_DIR=data_dir,
         BRANDVX_MAX_BODY_BYTES=65536,
+        # Many tests send bad credentials on purpose; tests/api/test_abuse_limits.py sets a small one.
+        BRANDVX_ANONYMOUS_RATE_LIMIT_POINTS=100_000,
     )
     shutil.rmtree(data_dir, ignore_errors=True)
 
@@ -296,6 +298,7 @@ def live_server(migrated: Settings, tmp_path_factory: pytest.TempPathFactory) ->
         "BRANDVX_ENCRYPTION_KEYS": migrated.encryption_keys or "",
         "BRANDVX_BLIND_INDEX_KEY": migrated.blind_index_key or "",
         "BRANDVX_DATA_DIR": str(tmp_path_factory.mktemp("live-data")),
+        "BRANDVX_ANONYMOUS_RATE_LIMIT_POINTS": "100000",
     }
     log = tmp_path_factory.mktemp("live-log") / "serve.log"
     with log.open("wb") as out:

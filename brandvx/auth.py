@@ -14,6 +14,7 @@ from domain.api_keys import hash_token, looks_like_api_key
 from domain.model import Actor, ApiScope, Role
 from integrations.auth_jwt import JwtVerifier, TokenError
 from persistence.db import Database
+from persistence.unit_of_work import Scope, SqlUnit
 
 log = logging.getLogger("brandvx.auth")
 
@@ -71,16 +72,28 @@ class Authenticator:
         self._db = db
         self._verifier = verifier
 
-    async def authenticate(self, headers: Mapping[str, str]) -> Actor:
+    async def authenticate(self, headers: Mapping[str, str], unit: SqlUnit | None = None) -> Actor:
+        """The caller, looked up in ``unit`` (the request's unit of work, which is then scoped to the
+        caller: the lookup and the operation share one transaction) or in a unit of its own."""
         token = bearer_token(headers)
         tenant_id = parse_tenant_header(headers.get("x-tenant-id") or headers.get("X-Tenant-Id"))
-        if looks_like_api_key(token):
-            return await self._api_key_actor(token, tenant_id)
-        return await self._user_actor(token, tenant_id)
+        own = unit is None
+        unit = unit or self._db.unit()
+        try:
+            if looks_like_api_key(token):
+                actor = await self._api_key_actor(unit, token, tenant_id)
+            else:
+                actor = await self._user_actor(unit, token, tenant_id)
+        finally:
+            if own:
+                await unit.finish()
+        await unit.rescope(Scope.of(actor))
+        return actor
 
-    async def _api_key_actor(self, token: str, tenant_id: uuid.UUID | None) -> Actor:
+    async def _api_key_actor(self, unit: SqlUnit, token: str, tenant_id: uuid.UUID | None) -> Actor:
         token_hash = hash_token(token)
-        async with self._db.transaction(api_key_hash=token_hash) as uow:
+        await unit.rescope(Scope(api_key_hash=token_hash))
+        async with unit.join() as uow:
             key = await uow.api_keys.authenticate(token_hash)
             revoked = key is None and await uow.api_keys.is_revoked(token_hash)
         if key is None:
@@ -96,7 +109,7 @@ class Authenticator:
             scopes=frozenset(ApiScope(s) for s in key.scopes),
         )
 
-    async def _user_actor(self, token: str, tenant_id: uuid.UUID | None) -> Actor:
+    async def _user_actor(self, unit: SqlUnit, token: str, tenant_id: uuid.UUID | None) -> Actor:
         if self._verifier is None:
             raise unauthenticated("Sign-in is not configured: set BRANDVX_JWT_SECRET or BRANDVX_JWKS_URL")
         try:
@@ -109,7 +122,8 @@ class Authenticator:
             reason = "token expired" if exc.reason == "expired" else "invalid token"
             raise unauthenticated(f"Invalid token: {exc.reason}", reason) from None
         user_id = verified.user_id
-        async with self._db.transaction(tenant_id=tenant_id, user_id=user_id) as uow:
+        await unit.rescope(Scope(tenant_id=tenant_id, user_id=user_id))
+        async with unit.join() as uow:
             role, is_ops = await uow.tenants.access_of(tenant_id, user_id)
         if tenant_id is not None and role is None:
             if not is_ops:

@@ -26,8 +26,11 @@ from brandvx.explorer import render_explorer_html
 from brandvx.runtime import Runtime
 from brandvx.ws_sessions import ConnectionRefused, LimitedWebSocketAdapter, OpenSockets, TransportWSHandler
 from persistence.availability import RETRY_AFTER_SECONDS
+from persistence.unit_of_work import SqlUnit
 from resolvers.context import Context
 from schema.errors import RATE_LIMITED, code_for, mask_uncaught, unavailable_error
+
+UNIT_STATE_KEY = "brandvx_unit"
 
 
 def error_response(
@@ -125,6 +128,12 @@ class GraphQLView(GraphQL[Context, None]):
                 if unavailable is None:
                     raise
                 response = unavailable_response(unavailable.message, unavailable.extensions or {})
+            finally:
+                # Normally committed by the schema's UnitOfWorkPerOperation; this rolls back what an
+                # early failure (authentication, a malformed request) left open.
+                unit: SqlUnit | None = scope.get("state", {}).get(UNIT_STATE_KEY)
+                if unit is not None:
+                    await unit.close()
         await response(scope, receive, send)
 
     async def _checked_body(self, scope: Scope, receive: Receive) -> tuple[Response | None, bytes]:
@@ -164,8 +173,13 @@ class GraphQLView(GraphQL[Context, None]):
             return context  # authenticated by on_ws_connect, from connection_init
         if request.method == "GET" and "query" not in request.query_params:
             return context  # the explorer page, or a 400 for a GET without a query
+        # One unit of work for the whole request: the membership lookup and the operation share its
+        # transaction.
+        unit = runtime.db.unit()
+        request.state.brandvx_unit = unit
+        context.unit = unit
         try:
-            context.actor = await runtime.authenticator.authenticate(request.headers)
+            context.actor = await runtime.authenticator.authenticate(request.headers, unit)
         except AuthFailure:
             await _limit_anonymous(runtime, request)
             raise

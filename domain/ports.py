@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -243,6 +243,13 @@ class SyncRepository(Protocol):
     ) -> None: ...
 
 
+class OutboxRepository(Protocol):
+    async def enqueue_job(self, function: str, *args: Any, key: str) -> bool:
+        """Queue ``function(*args)`` (ids only) once the transaction commits, exactly once per ``key``
+        (ARQ's job id): False when ``key`` was queued before."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One transaction, scoped to one tenant (or none) by the persistence layer."""
 
@@ -270,14 +277,29 @@ class UnitOfWork(Protocol):
     def connections(self) -> ConnectionRepository: ...
     @property
     def sync(self) -> SyncRepository: ...
+    @property
+    def outbox(self) -> OutboxRepository: ...
+
+    def after_commit(self, action: Callable[[], Awaitable[None]]) -> None:
+        """Run ``action`` once the transaction has committed; never after a rollback."""
+        ...
 
     async def enter_tenant(self, tenant_id: uuid.UUID) -> None:
         """Scope the rest of this transaction to a tenant created in it."""
         ...
 
 
+class SharedUnit(Protocol):
+    """A request's unit of work: one transaction, opened on first use, shared by all who join it."""
+
+    def join(self) -> AbstractAsyncContextManager[UnitOfWork]: ...
+    async def finish(self, *, commit: bool = True) -> bool: ...
+
+
 class UnitOfWorkFactory(Protocol):
-    def for_actor(self, actor: Actor) -> AbstractAsyncContextManager[UnitOfWork]: ...
+    def for_actor(self, actor: Actor) -> AbstractAsyncContextManager[UnitOfWork]:
+        """A unit of its own, committed when the block ends."""
+        ...
 
 
 class KeyRevocations(Protocol):

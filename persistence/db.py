@@ -1,4 +1,4 @@
-"""Engine, tenant-scoped transactions and the unit of work."""
+"""Engine, tenant-scoped transactions and the repositories a unit of work offers."""
 
 from __future__ import annotations
 
@@ -9,25 +9,23 @@ from dataclasses import dataclass
 
 from sqlalchemy import text
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from domain.model import Actor
 from persistence.askvx_repos import ArtifactRepo, ChatRepo, JobRepo, MemoryRepo, UsageRepo
+from persistence.outbox import OutboxRelay, OutboxRepo
 from persistence.repositories import ApiKeyRepo, ContactRepo, OnboardingRepo, SettingsRepo, TenantRepo
 from persistence.sync_repos import ConnectionRepo, SyncRepo
-
-# One statement sets every scope variable, transaction-local (`true`): a pooled connection never
-# carries one request's tenant into the next transaction.
-_SCOPE_SQL = text(
-    "SELECT set_config('app.tenant_id', :tenant_id, true), set_config('app.user_id', :user_id, true), "
-    "set_config('app.role', :role, true), set_config('app.api_key_hash', :key_hash, true)"
-)
+from persistence.unit_of_work import AfterCommit, Scope, SqlUnit
 
 
 @dataclass
 class SqlUnitOfWork:
+    """The repositories over one unit's transaction (what ``domain.ports.UnitOfWork`` describes)."""
+
     connection: AsyncConnection
+    unit: SqlUnit
+    relay: OutboxRelay | None = None
 
     def __post_init__(self) -> None:
         self.tenants = TenantRepo(self.connection)
@@ -42,6 +40,11 @@ class SqlUnitOfWork:
         self.artifacts = ArtifactRepo(self.connection)
         self.connections = ConnectionRepo(self.connection)
         self.sync = SyncRepo(self.connection)
+        self.outbox = OutboxRepo(self.connection, self.unit, self.relay)
+
+    def after_commit(self, action: AfterCommit) -> None:
+        """Run ``action`` once this transaction has committed (never after a rollback)."""
+        self.unit.after_commit(action)
 
     async def enter_tenant(self, tenant_id: uuid.UUID) -> None:
         await self.connection.execute(
@@ -59,6 +62,15 @@ class Database:
             # Statement parameters are contact details and ciphertexts: never in errors or logs.
             hide_parameters=True,
         )
+        # Set by the composition root: relays a unit's outbox rows right after its commit.
+        self.relay: OutboxRelay | None = None
+
+    def unit(self, scope: Scope | None = None) -> SqlUnit:
+        """A unit of work (nothing opened until first use): a request's, a route's or a job step's."""
+        return SqlUnit(self.engine, scope or Scope(), self._view)
+
+    def _view(self, conn: AsyncConnection, unit: SqlUnit) -> SqlUnitOfWork:
+        return SqlUnitOfWork(conn, unit, self.relay)
 
     async def dispose(self) -> None:
         await self.engine.dispose()
@@ -72,39 +84,25 @@ class Database:
         role: str | None = None,
         api_key_hash: bytes | None = None,
     ) -> AsyncIterator[SqlUnitOfWork]:
-        """Commit once at the end, roll back on any error.
+        """A unit of work of its own: commit once at the end (then its after-commit actions), roll
+        back on any error."""
+        async with self.run(Scope(tenant_id, user_id, role, api_key_hash)) as uow:
+            yield uow
 
-        A pooled connection that died with its server (PostgreSQL restarted) fails the scope
-        statement, the first of the transaction: SQLAlchemy then marks every older pooled connection
-        stale, and the transaction starts again once on a new connection. (Cheaper than
-        ``pool_pre_ping``, a round trip on every checkout.)"""
-        scope = {
-            "tenant_id": str(tenant_id) if tenant_id else "",
-            "user_id": user_id or "",
-            "role": role or "",
-            "key_hash": api_key_hash.hex() if api_key_hash else "",
-        }
-        for attempt in (1, 2):
-            async with self.engine.connect() as conn:
-                try:
-                    transaction = await conn.begin()
-                    await conn.execute(_SCOPE_SQL, scope)
-                except DBAPIError as exc:
-                    if exc.connection_invalidated and attempt == 1:
-                        continue
-                    raise
-                try:
-                    yield SqlUnitOfWork(conn)
-                except BaseException:
-                    await transaction.rollback()
-                    raise
-                await transaction.commit()
-                return
+    @asynccontextmanager
+    async def run(self, scope: Scope) -> AsyncIterator[SqlUnitOfWork]:
+        unit = self.unit(scope)
+        try:
+            async with unit.join() as uow:
+                yield uow
+        finally:
+            await unit.finish()
 
     def for_actor(self, actor: Actor) -> AbstractAsyncContextManager[SqlUnitOfWork]:
-        return self.transaction(
-            tenant_id=actor.tenant_id, user_id=actor.user_id, role=actor.role.value if actor.role else None
-        )
+        return self.run(Scope.of(actor))
+
+    def unit_for(self, actor: Actor | None) -> SqlUnit:
+        return self.unit(Scope.of(actor) if actor is not None else None)
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:

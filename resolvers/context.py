@@ -16,7 +16,7 @@ from domain.errors import Forbidden
 from domain.jobs import JobEvents, JobQueue
 from domain.model import Actor, AppointmentSource, ChatMessage, Contact, Tenant
 from domain.pagination import Page, PageRequest
-from domain.ports import KeyRevocations, UnitOfWork, UnitOfWorkFactory
+from domain.ports import KeyRevocations, SharedUnit, UnitOfWork, UnitOfWorkFactory
 from domain.providers import ProviderCatalog
 from domain.throttle import CostBudget
 
@@ -53,6 +53,9 @@ class Context:
     response: Any = None
     actor: Actor | None = None
     connection_params: dict[str, Any] | None = None
+    # The HTTP request's unit of work (None over WebSockets: each use is a short unit of its own,
+    # so a subscription holds no transaction while it waits).
+    unit: SharedUnit | None = None
     _loaders: Loaders | None = field(default=None, repr=False)
 
     @property
@@ -62,7 +65,12 @@ class Context:
         return self.actor
 
     def transaction(self) -> AbstractAsyncContextManager[UnitOfWork]:
-        return self.services.uow.for_actor(self.require_actor)
+        """The request's transaction (joined; committed once when the operation or mutation field
+        ends), or, without one, a unit of its own committed when the block ends."""
+        actor = self.require_actor
+        if self.unit is not None:
+            return self.unit.join()
+        return self.services.uow.for_actor(actor)
 
     def reset_loaders(self) -> None:
         self._loaders = None
@@ -72,7 +80,7 @@ class Context:
         if self._loaders is None:
             from resolvers.loaders import build_loaders
 
-            self._loaders = build_loaders(self.services.uow, self.require_actor)
+            self._loaders = build_loaders(self.transaction, self.require_actor)
         return self._loaders
 
 

@@ -1,27 +1,30 @@
-"""Per-request DataLoaders: one query per batch, each in its own tenant-scoped transaction."""
+"""Per-request DataLoaders: one query per batch, in the request's transaction."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 
 from strawberry.dataloader import DataLoader
 
 from domain import askvx
 from domain.model import Actor, AppointmentSource, ChatMessage, Contact, Tenant
 from domain.pagination import Page, PageRequest
-from domain.ports import UnitOfWorkFactory
+from domain.ports import UnitOfWork
 from resolvers.context import Loaders
 
 
-def build_loaders(uow: UnitOfWorkFactory, actor: Actor) -> Loaders:
+def build_loaders(
+    transaction: Callable[[], AbstractAsyncContextManager[UnitOfWork]], actor: Actor
+) -> Loaders:
     async def tenants(ids: Sequence[uuid.UUID]) -> list[Tenant | None]:
-        async with uow.for_actor(actor) as tx:
+        async with transaction() as tx:
             found = {t.id: t for t in await tx.tenants.by_ids(ids)}
         return [found.get(i) for i in ids]
 
     async def contacts(ids: Sequence[uuid.UUID]) -> list[Contact | None]:
-        async with uow.for_actor(actor) as tx:
+        async with transaction() as tx:
             found = {c.id: c for c in await tx.contacts.by_ids(ids)}
         return [found.get(i) for i in ids]
 
@@ -31,14 +34,14 @@ def build_loaders(uow: UnitOfWorkFactory, actor: Actor) -> Loaders:
         for session_id, page in keys:
             by_page.setdefault(page, []).append(session_id)
         results: dict[tuple[uuid.UUID, PageRequest], Page[ChatMessage]] = {}
-        async with uow.for_actor(actor) as tx:
+        async with transaction() as tx:
             for page, session_ids in by_page.items():
                 pages = await askvx.session_messages(tx, actor, session_ids=session_ids, page=page)
                 results.update({(sid, page): pages[sid] for sid in session_ids})
         return [results[key] for key in keys]
 
     async def sources(ids: Sequence[uuid.UUID]) -> list[list[AppointmentSource]]:
-        async with uow.for_actor(actor) as tx:
+        async with transaction() as tx:
             found = await tx.sync.sources_of(ids)
         return [found.get(i, []) for i in ids]
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError
+from graphql import GraphQLError, OperationType
 from strawberry.extensions import (
     MaxTokensLimiter,
     ParserCache,
@@ -41,6 +41,17 @@ class FreshLoaders(SchemaExtension):
         yield
 
 
+class UnitOfWorkPerOperation(SchemaExtension):
+    """Commit the request's unit of work once, when the operation ends (a query's one read
+    transaction; for a mutation, whatever ran after its last field). Rolled back if doomed."""
+
+    async def on_operation(self) -> AsyncIterator[None]:
+        yield
+        context = self.execution_context.context
+        if isinstance(context, Context) and context.unit is not None:
+            await context.unit.finish()
+
+
 class PerEventExecutionContext(StrawberryGraphQLCoreExecutionContext):
     """Subscription events without a growing memo and without cyclic garbage.
 
@@ -55,6 +66,35 @@ class PerEventExecutionContext(StrawberryGraphQLCoreExecutionContext):
         executor = super().build_per_event_executor(payload)
         executor._relevant_sub_fields = {}
         return executor
+
+    def execute_field(
+        self, parent_type: Any, source: Any, field_details_list: Any, path: Any, position_context: Any
+    ) -> Any:
+        """Each root mutation field (the spec runs them one after another) is one transaction of the
+        request's unit of work, its payload included: committed when the field is complete, rolled
+        back when it raised or reported an error."""
+        result = super().execute_field(parent_type, source, field_details_list, path, position_context)
+        context = self.context_value
+        if (
+            path.prev is not None
+            or self.operation.operation is not OperationType.MUTATION
+            or not isinstance(context, Context)
+            or context.unit is None
+        ):
+            return result
+        unit = context.unit
+        errors_before = len(self.collected_errors.errors)
+
+        async def in_unit() -> Any:
+            try:
+                value = await result if self.is_awaitable(result) else result
+            except BaseException:
+                await unit.finish(commit=False)
+                raise
+            await unit.finish(commit=len(self.collected_errors.errors) == errors_before)
+            return value
+
+        return in_unit()
 
 
 class BrandvxSchema(strawberry.Schema):
@@ -85,6 +125,7 @@ def build_schema(
         FreshLoaders,
         TextInputGuard,
         CostLimit,
+        UnitOfWorkPerOperation,
     ]
     if not introspection:
         from strawberry.extensions import DisableIntrospection

@@ -244,11 +244,22 @@ async def tenant(client: httpx.AsyncClient) -> TenantFixture:
 
 
 class StatementCounter:
+    """Statements the engine sends (SQLAlchemy's ``before_cursor_execute``) and the transactions it
+    opens (its ``begin`` event: one per BEGIN), counted on the engine under test."""
+
     def __init__(self) -> None:
         self.statements: list[str] = []
+        self.begins = 0
 
     def __call__(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         self.statements.append(statement)
+
+    def begin(self, conn: Any) -> None:
+        self.begins += 1
+
+    def clear(self) -> None:
+        self.statements.clear()
+        self.begins = 0
 
     @property
     def queries(self) -> list[str]:
@@ -261,10 +272,12 @@ def count_statements(runtime: Runtime) -> Iterator[StatementCounter]:
     counter = StatementCounter()
     engine = runtime.db.engine.sync_engine
     event.listen(engine, "before_cursor_execute", counter)
+    event.listen(engine, "begin", counter.begin)
     try:
         yield counter
     finally:
         event.remove(engine, "before_cursor_execute", counter)
+        event.remove(engine, "begin", counter.begin)
 
 
 # ---------------------------------------------------------------- a real server process

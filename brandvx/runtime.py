@@ -27,6 +27,7 @@ from jobs.queue import ArqQueue
 from persistence.db import Database
 from persistence.events import READ_BLOCK_MS, ChatReplyFeed, EventStreams, JobEventFeed
 from persistence.nonces import RedisNonces
+from persistence.outbox import OutboxRelay
 from persistence.ratelimit import FallbackCostBudget, MemoryCostBudget, RedisCostBudget
 from persistence.revocations import RedisKeyRevocations
 from persistence.urls import runtime_url, to_asyncpg
@@ -138,6 +139,7 @@ def build_runtime(settings: Settings) -> Runtime:
     )
     events = EventStreams(redis, settings.key_prefix)
     queue = ArqQueue(settings.redis_url, settings.arq_queue)
+    db.relay = OutboxRelay(db.engine, queue)
     model: ChatModel = (
         OpenAIChatModel(
             api_key=settings.openai_api_key,

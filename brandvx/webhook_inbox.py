@@ -68,8 +68,8 @@ class RuntimeWebhookInbox:
                 dedupe_key=f"{kind}_sync:{provider.value}",
                 args={"providers": [provider.value]},
             )
-        if job.status is JobStatus.PENDING:
-            await self._rt.queue.enqueue(
-                f"sync_{kind}", str(tenant_id), str(job.id), [provider.value], job_id=f"sync:{job.id}"
-            )
+            if job.status is JobStatus.PENDING:  # through the outbox: relayed once this commits
+                await uow.outbox.enqueue_job(
+                    f"sync_{kind}", str(tenant_id), str(job.id), [provider.value], key=f"sync:{job.id}"
+                )
         return str(to_global_id("Job", job.id))  # the same opaque ID the GraphQL API shows

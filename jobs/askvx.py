@@ -155,6 +155,8 @@ async def generate_strategy(ctx: WorkerContext, tenant_id: str, job_id: str, goa
         started = await jobs.start(uow, job, "Reading your brand profile and TrainVX")
         if started is None:
             return "already finished"
+        if goals is None:  # the outbox carries ids only: the goals wait in the job's row
+            goals = str((await uow.jobs.args_of(job)).get("goals") or "") or None
         settings = await uow.settings.get(tenant)
         memories = await uow.memories.trainvx()
     await rt.events.append(key, {"progress": "0.050", "message": "Reading your brand profile and TrainVX"})

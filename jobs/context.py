@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypedDict
@@ -42,3 +43,4 @@ class WorkerContext(TypedDict, total=False):
     heartbeat_key: str
     worker_id: str
     job_try: int
+    relay_task: asyncio.Task[None]

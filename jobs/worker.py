@@ -173,6 +173,9 @@ def build_worker(
 
     async def startup(ctx: WorkerContext) -> None:
         ctx["runtime"] = await make_runtime()
+        relay = ctx["runtime"].db.relay
+        if relay is not None:  # the outbox's safety net: relays what no fast path handed on
+            ctx["relay_task"] = asyncio.create_task(relay.run(), name="outbox-relay")
         ctx["heartbeat_key"] = heartbeat_key(key_prefix)
         ctx["worker_id"] = worker_id
         await heartbeat(ctx)
@@ -180,6 +183,11 @@ def build_worker(
         log.info("worker %s listening on %s", worker_id, queue_name)
 
     async def shutdown(ctx: WorkerContext) -> None:
+        relay_task = ctx.get("relay_task")
+        if relay_task is not None:
+            relay_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relay_task
         runtime = ctx.get("runtime")
         if runtime is not None:
             await runtime.close()

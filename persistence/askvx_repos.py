@@ -458,6 +458,11 @@ class JobRepo:
         row = (await self._conn.execute(select(t.jobs).where(t.jobs.c.id == job_id))).first()
         return _job(row) if row else None
 
+    async def args_of(self, job_id: uuid.UUID) -> dict[str, Any]:
+        """What the job was created with besides its tenant and id (``create_job``'s ``args``)."""
+        value = await self._conn.scalar(select(t.jobs.c.args).where(t.jobs.c.id == job_id))
+        return dict(value) if isinstance(value, dict) else {}
+
     async def active_with_key(self, dedupe_key: str) -> Job | None:
         row = (
             await self._conn.execute(

@@ -25,8 +25,8 @@ async def start_sync(ctx: Context, *, kind: str, providers: Sequence[Provider] |
             dedupe_key=dedupe,
             args={"providers": [p.value for p in chosen]},
         )
-    if job.status is JobStatus.PENDING:
-        await ctx.services.queue.enqueue(
-            f"sync_{kind}", str(tenant_id), str(job.id), [p.value for p in chosen], job_id=f"sync:{job.id}"
-        )
+        if job.status is JobStatus.PENDING:
+            await uow.outbox.enqueue_job(
+                f"sync_{kind}", str(tenant_id), str(job.id), [p.value for p in chosen], key=f"sync:{job.id}"
+            )
     return job

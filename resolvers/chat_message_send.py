@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import logging
 import uuid
 
 from domain import askvx
@@ -8,28 +7,27 @@ from domain.access import tenant_of
 from domain.model import ChatMessage
 from resolvers.context import Context
 
-log = logging.getLogger("brandvx.askvx")
-
 
 async def send_chat_message(
     ctx: Context, *, session_id: uuid.UUID, content: str
 ) -> tuple[ChatMessage, ChatMessage]:
     actor = ctx.require_actor
+    analytics = ctx.services.analytics
     async with ctx.transaction() as uow:
         question, reply = await askvx.send_message(uow, actor, session_id=session_id, content=content)
-    # Enqueued after commit, so the worker always finds the rows; the ARQ job id dedupes a retry.
-    try:
-        await ctx.services.queue.enqueue(
-            "askvx_reply", str(tenant_of(actor)), str(reply.id), job_id=f"askvx-reply:{reply.id}"
+        # The job goes out through the outbox: queued only if these rows commit, and never lost once
+        # they have (relayed right after the commit; the ARQ job id dedupes a repeat).
+        await uow.outbox.enqueue_job(
+            "askvx_reply", str(tenant_of(actor)), str(reply.id), key=f"askvx-reply:{reply.id}"
         )
-    except Exception:
-        async with ctx.transaction() as uow:
-            await askvx.fail_reply(uow, reply.id, text="", error="The reply could not be started. Try again.")
-        raise
-    # Counts only: never the question's text.
-    ctx.services.analytics.capture(
-        str(tenant_of(actor)),
-        "ask.prompt_submitted",
-        {"characters": len(question.content), "via_api_key": actor.via_api_key},
-    )
+
+        async def prompt_submitted() -> None:
+            # Counts only: never the question's text.
+            analytics.capture(
+                str(tenant_of(actor)),
+                "ask.prompt_submitted",
+                {"characters": len(question.content), "via_api_key": actor.via_api_key},
+            )
+
+        uow.after_commit(prompt_submitted)
     return question, reply

@@ -16,8 +16,9 @@ async def generate_strategy(ctx: Context, *, goals: str | None) -> Job:
         job = await jobs.create_job(
             uow, tenant_id, kind=STRATEGY_KIND, dedupe_key=STRATEGY_KIND, args={"goals": goals}
         )
-    if job.status is JobStatus.PENDING:
-        await ctx.services.queue.enqueue(
-            "generate_strategy", str(tenant_id), str(job.id), goals, job_id=f"strategy:{job.id}"
-        )
+        if job.status is JobStatus.PENDING:
+            # The goals (free text) stay in the job's row (args); the outbox carries ids only.
+            await uow.outbox.enqueue_job(
+                "generate_strategy", str(tenant_id), str(job.id), None, key=f"strategy:{job.id}"
+            )
     return job

@@ -1,7 +1,7 @@
 """The transactional outbox and its dead letters (platform tables: function names and ids only).
 
 Revision ID: 0005_outbox
-Revises: 0007_resilience
+Revises: 0004_sync_correctness
 Create Date: 2026-12-05
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from alembic import context, op
 
 revision = "0005_outbox"
-down_revision = "0007_resilience"
+down_revision = "0004_sync_correctness"
 branch_labels = None
 depends_on = None
 

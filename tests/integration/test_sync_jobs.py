@@ -1159,7 +1159,11 @@ async def test_appointments_in_start_order_with_sources_and_contact(
     )
     assert naive["data"] is None
     assert [(e["message"], e["extensions"]["code"]) for e in naive["errors"]] == [
-        ("from and to need a timezone offset (e.g. 2026-11-26T09:00:00-05:00)", "BAD_USER_INPUT")
+        (
+            "`from` needs a timezone offset and a date between years 1 and 9999 in UTC "
+            "(e.g. 2026-11-26T09:00:00-05:00)",
+            "BAD_USER_INPUT",
+        )
     ]
 
 

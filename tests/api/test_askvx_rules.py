@@ -325,6 +325,8 @@ async def test_retention_and_sweep_crons(stack: Stack, api: httpx.AsyncClient) -
         kept = await insert_message(db, tenant, session, "COMPLETE", timedelta(days=89))
         stuck = await insert_message(db, tenant, session, "STREAMING", timedelta(minutes=20))
         running = await insert_message(db, tenant, session, "STREAMING", timedelta(minutes=2))
+        # Being written by a worker (its heartbeat is fresh): recover_work leaves it to that worker.
+        await db.execute("UPDATE askvx_messages SET heartbeat_at = now() WHERE id = $1::uuid", running)
     rt = await asyncio.wait_for(worker_runtime(stack.settings), 20)
     try:
         assert await askvx_retention({"runtime": rt}) >= 1

@@ -77,8 +77,13 @@ async def test_requests_without_credentials_are_limited_per_address(migrated: Se
     settings = migrated.model_copy(
         update={"anonymous_rate_limit_points": 3, "anonymous_rate_limit_restore_per_second": 0.01}
     )
-    async with app_client(settings) as (_app, http):
-        tenant = await make_tenant(http)
+    async with app_client(settings) as (_app, shared):
+        tenant = await make_tenant(shared)
+        # An address of this test's own: other tests' requests spent from 127.0.0.1's bucket.
+        own = (f"10.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}.7", 1234)
+        http = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=_app, client=own), base_url="http://testserver"
+        )
         query = {"query": "{ viewer { userId } }"}
         statuses = []
         for headers in ({}, {"Authorization": "Bearer nope"}, {}, {"Authorization": "Bearer nope"}, {}):
@@ -96,7 +101,8 @@ async def test_requests_without_credentials_are_limited_per_address(migrated: Se
         )
         assert ok.status_code == 200
         assert ok.json()["data"] == {"viewer": {"userId": tenant.owner.id}}
+        await http.aclose()
         # Another address has its own bucket.
-        other = httpx.ASGITransport(app=_app, client=("203.0.113.9", 1234))
+        other = httpx.ASGITransport(app=_app, client=(f"203.0.{uuid.uuid4().int % 250}.9", 1234))
         async with httpx.AsyncClient(transport=other, base_url="http://testserver") as elsewhere:
             assert (await elsewhere.post("/graphql", json=query)).status_code == 401

@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
+from arq.constants import job_key_prefix, result_key_prefix
+from arq.jobs import deserialize_job, deserialize_result
 from redis.asyncio import Redis
 
 from brandvx.runtime import worker_runtime
@@ -88,6 +90,22 @@ MESSAGE_CAP = "This month's AskVX message limit (100) on the Lite plan is reache
 TOKEN_CAP = "This month's AI token limit (50000) on the Lite plan is reached"
 
 
+async def reply_jobs_of(stack: Stack, tenant: TenantFixture) -> list[str]:
+    """The AskVX reply jobs ever enqueued for a tenant: queued or running (ARQ's job key) or done
+    (its result, kept an hour). A request that enqueued one shows here at once, with no wait."""
+    found: list[str] = []
+    redis = Redis.from_url(stack.settings.redis_url or "")
+    try:
+        for prefix, read in ((job_key_prefix, deserialize_job), (result_key_prefix, deserialize_result)):
+            async for key in redis.scan_iter(match=f"{prefix}askvx-reply:*"):
+                raw = await redis.get(key)
+                if raw is not None and read(raw).args[:1] == (str(tenant.uuid),):
+                    found.append(key.decode())
+    finally:
+        await redis.aclose()
+    return found
+
+
 async def stored_messages(api: httpx.AsyncClient, tenant: TenantFixture) -> list[dict[str, Any]]:
     edges = (await call(api, tenant, SESSIONS))["chatSessions"]["edges"]
     return [m["node"] for s in edges for m in s["node"]["messages"]["edges"]]
@@ -109,7 +127,7 @@ async def test_message_cap_refuses_and_stores_nothing(stack: Stack, api: httpx.A
     assert await send(api, tenant, session, "One more question?") == limit_error(MESSAGE_CAP)
     assert await stored_messages(api, tenant) == []
     assert await usage(stack, tenant) == (0, 100)  # the refused message is not counted
-    await asyncio.sleep(0.6)  # longer than the worker's queue poll
+    assert await reply_jobs_of(stack, tenant) == []
     assert stack.fake.requests == []
 
 
@@ -120,7 +138,7 @@ async def test_token_cap_refuses(stack: Stack, api: httpx.AsyncClient) -> None:
     assert await send(api, tenant, session, "Still there?") == limit_error(TOKEN_CAP)
     assert await stored_messages(api, tenant) == []
     assert await usage(stack, tenant) == (50000, 0)
-    await asyncio.sleep(0.6)
+    assert await reply_jobs_of(stack, tenant) == []
     assert stack.fake.requests == []
 
 
@@ -197,7 +215,8 @@ async def test_other_tenant_cannot_see_or_write_into_a_session(stack: Stack, api
         "What is A's secret pricing?",
         "Private answer for A.",
     ]
-    await asyncio.sleep(0.6)  # longer than the worker's queue poll
+    assert len(await reply_jobs_of(stack, a)) == 1  # A's own reply is seen: the check can see jobs
+    assert await reply_jobs_of(stack, b) == []
     assert len(stack.fake.requests) == requests_before
 
 

@@ -25,6 +25,7 @@ from brandvx.auth import AuthFailure
 from brandvx.explorer import render_explorer_html
 from brandvx.runtime import Runtime
 from brandvx.ws_sessions import ConnectionRefused, LimitedWebSocketAdapter, OpenSockets, TransportWSHandler
+from domain.model import Actor
 from persistence.availability import RETRY_AFTER_SECONDS
 from persistence.unit_of_work import SqlUnit
 from resolvers.context import Context
@@ -186,7 +187,23 @@ class GraphQLView(GraphQL[Context, None]):
         return context
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
-        params: Mapping[str, Any] = context.connection_params or {}
+        context.actor = await self._ws_actor(context, context.connection_params or {})
+        unset: UnsetType = UNSET  # no payload: the ack goes out as {"type": "connection_ack"}
+        return unset
+
+    async def refresh_ws_credentials(self, context: Context, payload: Mapping[str, Any]) -> None:
+        """A `ping` whose payload has `Authorization` swaps the socket's token for a fresh one of the
+        same user and tenant; the socket then lives until the new token expires."""
+        previous = context.actor
+        refreshed = await self._ws_actor(context, {**(context.connection_params or {}), **payload})
+        if previous is not None and (refreshed.user_id, refreshed.tenant_id) != (
+            previous.user_id,
+            previous.tenant_id,
+        ):
+            raise ConnectionRefused("invalid token")
+        context.actor = refreshed
+
+    async def _ws_actor(self, context: Context, params: Mapping[str, Any]) -> Actor:
         # Browsers cannot set WebSocket headers: credentials come in connection_init's payload
         # (GraphiQL copies its Headers tab there); a handshake header works for other clients.
         handshake = context.request.headers
@@ -198,7 +215,7 @@ class GraphQLView(GraphQL[Context, None]):
         }
         try:
             runtime: Runtime = context.request.app.state.runtime
-            context.actor = await runtime.authenticator.authenticate(headers)
+            return await runtime.authenticator.authenticate(headers)
         except AuthFailure as failure:
             raise ConnectionRefused(failure.reason) from None
         except Exception as exc:
@@ -207,8 +224,6 @@ class GraphQLView(GraphQL[Context, None]):
                 raise
             # Still 4403 (the protocol's refusal), with a reason: clients retry later.
             raise ConnectionRefused("service unavailable") from None
-        unset: UnsetType = UNSET  # no payload: the ack goes out as {"type": "connection_ack"}
-        return unset
 
     async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
         # Parse errors and the token limiter fail before any extension sees the result: code them here,

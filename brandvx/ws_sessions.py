@@ -3,7 +3,8 @@
 Strawberry authenticates a socket once, at ``connection_init``. Here each open socket is tracked
 per process so that it can be ended later with a reason the client can act on:
 
-* its JWT expires → 4403 ``token expired`` (the client reconnects with a fresh token);
+* its JWT expires → 4403 ``token expired`` (the client reconnects with a fresh token, or sends one
+  before then as a ``ping`` payload ``{"Authorization": "Bearer …"}``: same user and tenant only);
 * its API key is revoked (in any process: revocations come through Redis) → 4403 ``key revoked``;
 * the server shuts down → 1001 ``server shutting down``;
 * a message larger than the HTTP body limit → 1009 ``message too big``.
@@ -29,7 +30,7 @@ from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageRec
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
-from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage, PingMessage
 
 from resolvers.context import Context
 
@@ -116,6 +117,10 @@ class LimitedWebSocketAdapter(ASGIWebSocketAdapter):
             pass
 
 
+def _has_authorization(payload: dict[str, Any]) -> bool:
+    return any(isinstance(k, str) and k.lower() == "authorization" for k in payload)
+
+
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     """Strawberry's graphql-transport-ws handler, registered in the view's ``OpenSockets``."""
 
@@ -142,8 +147,27 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         except ConnectionRefused as refused:
             await self.close(FORBIDDEN, refused.reason)
             return
+        if self.connection_acknowledged:
+            self._arm_expiry()
+
+    async def handle_ping(self, message: PingMessage) -> None:
+        payload = message.get("payload")
+        if self.connection_acknowledged and isinstance(payload, dict) and _has_authorization(payload):
+            refresh = getattr(self.view, "refresh_ws_credentials")  # noqa: B009 - typed generically
+            try:
+                await refresh(self.context, payload)
+            except ConnectionRefused as refused:
+                await self.close(FORBIDDEN, refused.reason)
+                return
+            self._arm_expiry()
+        await super().handle_ping(message)
+
+    def _arm_expiry(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         actor = self.context.actor
-        if self.connection_acknowledged and actor is not None and actor.expires_at is not None:
+        if actor is not None and actor.expires_at is not None:
             self._expiry = asyncio.create_task(self._close_at(actor.expires_at), name="ws-token-expiry")
 
     async def _close_at(self, expires_at: datetime) -> None:

@@ -161,6 +161,27 @@ async def test_a_socket_ends_when_its_token_expires(
         await ws.close()
 
 
+async def test_a_fresh_token_in_a_ping_keeps_the_socket_open(
+    live_server: LiveServer, client: httpx.AsyncClient
+) -> None:
+    tenant = await make_tenant(client)
+    short = mint_token(JWT_SECRET, user_id=tenant.owner.id, ttl_seconds=2)
+    ws = await _acked(live_server.ws_url, short, tenant.uuid)
+    try:
+        fresh = mint_token(JWT_SECRET, user_id=tenant.owner.id, ttl_seconds=3600)
+        await ws.send(json.dumps({"type": "ping", "payload": {"Authorization": f"Bearer {fresh}"}}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"type": "pong"}
+        with pytest.raises(TimeoutError):  # past the first token's expiry: nothing arrives
+            await asyncio.wait_for(ws.recv(), 4)
+        await _still_open(ws)
+        # A token that does not authenticate for this tenant ends the socket.
+        other = make_user().token
+        await ws.send(json.dumps({"type": "ping", "payload": {"Authorization": f"Bearer {other}"}}))
+        assert await _closed(ws, 5) == (4403, "unknown tenant")
+    finally:
+        await ws.close()
+
+
 async def test_refused_connection_init_says_why(live_server: LiveServer, client: httpx.AsyncClient) -> None:
     tenant = await make_tenant(client)
     key_id, revoked_secret = await _api_key(live_server.base_url, tenant)

@@ -139,7 +139,7 @@ def build_runtime(settings: Settings) -> Runtime:
     )
     events = EventStreams(redis, settings.key_prefix)
     queue = ArqQueue(settings.redis_url, settings.arq_queue)
-    db.relay = OutboxRelay(db.engine, queue)
+    db.relay = OutboxRelay(db.engine, queue, queue_name=settings.arq_queue)
     model: ChatModel = (
         OpenAIChatModel(
             api_key=settings.openai_api_key,

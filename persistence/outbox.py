@@ -11,6 +11,10 @@ committed is lost if the process dies before handing it on:
   failing to ``dead_letters`` with the reason. Rows the fast path is about to relay become due only
   after a grace period, so the two rarely meet.
 
+Each row names the ARQ queue of the deployment that wrote it, and a relay claims only its own
+queue's rows: deployments (or test stacks) that share a database but not a Redis namespace never
+run each other's work.
+
 Every enqueue uses the row's idempotency key as ARQ's ``_job_id``: a row relayed twice (fast path
 and loop, or a relay that died after enqueueing but before marking) is queued once.
 
@@ -48,13 +52,13 @@ RETENTION_DAYS = 7  # relayed rows are kept this long: their keys still dedupe a
 BATCH = 100
 
 _INSERT = text(
-    "INSERT INTO outbox (kind, payload, idempotency_key, available_at) "
-    "VALUES (:kind, CAST(:payload AS jsonb), :key, now() + make_interval(secs => :grace)) "
+    "INSERT INTO outbox (queue, kind, payload, idempotency_key, available_at) "
+    "VALUES (:queue, :kind, CAST(:payload AS jsonb), :key, now() + make_interval(secs => :grace)) "
     "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
 )
 _CLAIM = text(
     "SELECT id, kind, payload, idempotency_key, attempts FROM outbox "
-    "WHERE relayed_at IS NULL AND available_at <= now() + make_interval(secs => :ahead) "
+    "WHERE queue = :queue AND relayed_at IS NULL AND available_at <= now() + make_interval(secs => :ahead) "
     "ORDER BY available_at, id LIMIT :batch FOR UPDATE SKIP LOCKED"
 )
 _RELAYED = text(
@@ -86,8 +90,11 @@ class OutboxItem:
 class OutboxRepo:
     """Writes outbox rows in the unit's transaction; with a relay, hands them on after its commit."""
 
-    def __init__(self, conn: AsyncConnection, unit: SqlUnit, relay: OutboxRelay | None) -> None:
+    def __init__(
+        self, conn: AsyncConnection, unit: SqlUnit, relay: OutboxRelay | None, *, queue_name: str = ""
+    ) -> None:
         self._conn = conn
+        self._queue_name = relay.queue_name if relay is not None else queue_name
         self._unit = unit
         self._relay = relay
         self._pending: list[OutboxItem] = []
@@ -98,7 +105,8 @@ class OutboxRepo:
         payload = orjson.dumps({"args": list(args)}).decode()
         row_id = (
             await self._conn.execute(
-                _INSERT, {"kind": function, "payload": payload, "key": key, "grace": grace}
+                _INSERT,
+                {"queue": self._queue_name, "kind": function, "payload": payload, "key": key, "grace": grace},
             )
         ).scalar_one_or_none()
         if row_id is None:
@@ -120,7 +128,10 @@ def backoff(attempts: int) -> float:
 
 
 class OutboxRelay:
-    def __init__(self, engine: AsyncEngine, queue: JobQueue, *, max_attempts: int = MAX_ATTEMPTS) -> None:
+    def __init__(
+        self, engine: AsyncEngine, queue: JobQueue, *, queue_name: str, max_attempts: int = MAX_ATTEMPTS
+    ) -> None:
+        self.queue_name = queue_name  # rows of this ARQ queue only
         self._engine = engine
         self._queue = queue
         self._max_attempts = max_attempts
@@ -145,7 +156,9 @@ class OutboxRelay:
         """Claim due rows (plus those due within ``ahead_seconds``) and relay them; returns how many
         were claimed. Concurrent relays claim disjoint rows."""
         async with self._engine.connect() as conn, conn.begin():
-            rows = (await conn.execute(_CLAIM, {"ahead": ahead_seconds, "batch": batch})).all()
+            rows = (
+                await conn.execute(_CLAIM, {"queue": self.queue_name, "ahead": ahead_seconds, "batch": batch})
+            ).all()
             relayed: list[int] = []
             for row in rows:
                 item = OutboxItem(

@@ -21,6 +21,7 @@ STATEMENTS = [
     """
     CREATE TABLE outbox (
         id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        queue text NOT NULL,
         kind text NOT NULL,
         payload jsonb NOT NULL,
         idempotency_key text NOT NULL CONSTRAINT uq_outbox_idempotency_key UNIQUE,
@@ -31,7 +32,7 @@ STATEMENTS = [
         relayed_at timestamptz
     )
     """,
-    "CREATE INDEX ix_outbox_due ON outbox (available_at, id) WHERE relayed_at IS NULL",
+    "CREATE INDEX ix_outbox_due ON outbox (queue, available_at, id) WHERE relayed_at IS NULL",
     "CREATE INDEX ix_outbox_relayed ON outbox (relayed_at) WHERE relayed_at IS NOT NULL",
     """
     CREATE TABLE dead_letters (

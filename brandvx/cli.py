@@ -7,11 +7,14 @@ import json
 import os
 import uuid
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from brandvx.settings import Settings
+
+if TYPE_CHECKING:
+    from persistence.outbox import DeadLetter, OutboxStats
 
 cli = typer.Typer(help="BrandVX API: serve, run workers, migrate, mint dev tokens.", no_args_is_help=True)
 
@@ -214,6 +217,53 @@ def migrate() -> None:
         if embedded is not None:
             embedded.stop()
     typer.echo("migrations applied")
+
+
+@cli.command("dead-letters")
+def dead_letters_command(
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="How many, newest first.")] = 50,
+) -> None:
+    """List outbox items that finally failed (one JSON object a line), with the outbox depth."""
+    rows, stats = asyncio.run(_dead_letters(_settings(), limit))
+    for row in rows:
+        typer.echo(
+            json.dumps(
+                {
+                    "id": row.id,
+                    "kind": row.kind,
+                    "key": row.idempotency_key,
+                    "attempts": row.attempts,
+                    "reason": row.reason,
+                    "createdAt": row.created_at.isoformat(),
+                    "failedAt": row.failed_at.isoformat(),
+                    "args": row.payload.get("args", []),
+                }
+            )
+        )
+    typer.echo(
+        f"{stats.dead_letters} dead letters; outbox: {stats.depth} waiting, "
+        f"oldest {stats.oldest_age_seconds:.0f} s",
+        err=True,
+    )
+
+
+async def _dead_letters(settings: Settings, limit: int) -> tuple[list[DeadLetter], OutboxStats]:
+    from brandvx.runtime import resolve_servers
+    from persistence.db import Database
+    from persistence.outbox import dead_letters, outbox_stats
+    from persistence.urls import to_asyncpg
+
+    settings, embedded = resolve_servers(settings, redis=False)
+    assert settings.database_url
+    owner = Database(to_asyncpg(settings.database_url), pool_size=1)
+    try:
+        async with owner.engine.connect() as conn:
+            rows = await dead_letters(conn, limit=limit)
+        return rows, await outbox_stats(owner.engine)
+    finally:
+        await owner.dispose()
+        if embedded is not None:
+            embedded.stop()
 
 
 @cli.command()

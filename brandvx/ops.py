@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -15,6 +15,7 @@ from brandvx.runtime import Runtime
 from jobs.worker import heartbeat_key
 from persistence.availability import OUTAGES
 from persistence.migrate import head_revision
+from persistence.outbox import outbox_stats
 
 CHECK_TIMEOUT_SECONDS = 2.0
 
@@ -25,6 +26,9 @@ HTTP_LATENCY = Histogram(
     ["route", "method"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+OUTBOX_DEPTH = Gauge("brandvx_outbox_depth", "Outbox items not yet handed to the queue (all deployments)")
+OUTBOX_OLDEST = Gauge("brandvx_outbox_oldest_age_seconds", "Age of the oldest outbox item not yet relayed")
+DEAD_LETTERS = Gauge("brandvx_dead_letters", "Outbox items that finally failed (see `brandvx dead-letters`)")
 
 
 def _error(exc: BaseException) -> str:
@@ -108,6 +112,15 @@ async def ready(request: Request) -> JSONResponse:
 
 
 async def metrics(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    try:  # read at scrape time, so every replica reports the same numbers
+        stats = await asyncio.wait_for(outbox_stats(runtime.db.engine), CHECK_TIMEOUT_SECONDS)
+    except Exception:  # the database is down: /health says so; the other metrics still answer
+        stats = None
+    if stats is not None:
+        OUTBOX_DEPTH.set(stats.depth)
+        OUTBOX_OLDEST.set(stats.oldest_age_seconds)
+        DEAD_LETTERS.set(stats.dead_letters)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

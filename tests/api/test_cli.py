@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 
@@ -104,3 +108,33 @@ def test_token_for_an_unknown_tenant_is_a_one_line_error(migrated: Settings, ten
     assert result.stdout == ""
     assert result.stderr.startswith("unknown tenant:")
     assert result.stderr.strip().count("\n") == 0, result.stderr
+
+
+def test_dead_letters_lists_what_finally_failed(migrated: Settings) -> None:
+    key = f"cli-test:{uuid.uuid4()}"
+
+    async def insert() -> None:
+        conn = await asyncpg.connect(migrated.database_url)
+        try:
+            await conn.execute(
+                "INSERT INTO dead_letters (outbox_id, kind, payload, idempotency_key, attempts, reason, "
+                "created_at) VALUES (0, 'sync_calendar', $1::jsonb, $2, 8, "
+                "'enqueue failed: ConnectionError', now() - interval '5 minutes')",
+                json.dumps({"args": ["tenant", "job"]}),
+                key,
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(insert())
+    result = brandvx("dead-letters", "--limit", "1000", env={"DATABASE_URL": migrated.database_url or ""})
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    [mine] = [row for row in rows if row["key"] == key]
+    assert (mine["kind"], mine["attempts"], mine["reason"], mine["args"]) == (
+        "sync_calendar",
+        8,
+        "enqueue failed: ConnectionError",
+        ["tenant", "job"],
+    )
+    assert "dead letters; outbox:" in result.stderr

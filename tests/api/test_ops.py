@@ -81,6 +81,31 @@ async def test_metrics_count_requests_by_route(client: httpx.AsyncClient) -> Non
     assert "http_request_duration_seconds_bucket" in text
 
 
+def _gauge(text: str, name: str) -> float:
+    [line] = [line for line in text.splitlines() if line.startswith(f"{name} ")]
+    return float(line.split()[1])
+
+
+async def test_metrics_show_the_outbox_and_its_dead_letters(
+    client: httpx.AsyncClient, migrated: Settings
+) -> None:
+    before = (await client.get("/metrics")).text
+    conn = await asyncpg.connect(migrated.database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO dead_letters (outbox_id, kind, payload, idempotency_key, attempts, reason, "
+            "created_at) "
+            "VALUES (0, 'sync_calendar', '{}'::jsonb, $1, 8, 'test', now())",
+            f"metrics-test:{uuid.uuid4()}",
+        )
+    finally:
+        await conn.close()
+    after = (await client.get("/metrics")).text
+    assert _gauge(after, "brandvx_dead_letters") == _gauge(before, "brandvx_dead_letters") + 1
+    assert _gauge(after, "brandvx_outbox_depth") >= 0
+    assert "brandvx_outbox_oldest_age_seconds " in after
+
+
 class _Assets(HTMLParser):
     def __init__(self) -> None:
         super().__init__()

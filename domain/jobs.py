@@ -136,5 +136,6 @@ def choose_providers(
         return chosen
     chosen = [p for p in supported if p in connected]
     if not chosen:
-        raise NotConnected(f"Connect a {kind} provider first", field=["providers"])
+        article = "an" if kind[:1] in "aeiou" else "a"
+        raise NotConnected(f"Connect {article} {kind} provider first", field=["providers"])
     return chosen

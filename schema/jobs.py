@@ -33,7 +33,8 @@ class Job(Node):
             id=to_global_id("Job", job.id),
             kind=job.kind,
             status=job.status,
-            progress=job.progress,
+            # Stored as a 4-byte `real`: 0.05 reads back as 0.05000000074505806.
+            progress=round(job.progress, 4),
             message=job.message,
             result=None if job.result is None else JSON(job.result),
             error=job.error,

@@ -366,3 +366,14 @@ async def test_a_cursor_from_another_list_is_bad_input(
     (error,) = body["errors"]
     assert error["extensions"]["code"] == "BAD_USER_INPUT"
     assert error["message"] == "This cursor belongs to another list"
+
+
+async def test_a_subscription_over_http_is_told_where_subscriptions_are_served(
+    client: httpx.AsyncClient, tenant: TenantFixture
+) -> None:
+    job = "Sm9iOjAwMDAwMDAwLTAwMDAtNDAwMC04MDAwLTAwMDAwMDAwMDAwMA"
+    query = f'subscription {{ jobProgress(jobId: "{job}") {{ progress }} }}'
+    body = await gql(client, query, token=tenant.owner.token, tenant=tenant.uuid, expect_status=400)
+    [error] = body["errors"]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "graphql-transport-ws" in error["message"]
